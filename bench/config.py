@@ -1,0 +1,122 @@
+"""Training configuration and the fully resolved description of one run (and its key)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.errors import UserError
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How one run trains and evaluates. Method-specific values (learning rate) live in the
+    method's config; everything here is shared by all methods."""
+
+    epochs: int = field(default=3, metadata={"help": "Passes over the training examples."})
+    batch_size: int = field(default=16, metadata={"help": "Examples per optimizer step."})
+    eval_batch_size: int = field(default=64, metadata={"help": "Examples per evaluation batch."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW decoupled weight decay."})
+    warmup_ratio: float = field(
+        default=0.06, metadata={"help": "Fraction of steps with linear learning-rate warm-up."}
+    )
+    max_grad_norm: float = field(
+        default=1.0, metadata={"help": "Gradient clipping norm (0 disables clipping)."}
+    )
+    max_length: int | None = field(
+        default=None, metadata={"help": "Max tokens per example (None: the task's default)."}
+    )
+    eval_every: int = field(
+        default=0,
+        metadata={"help": "Evaluate on the validation split every N steps (0: per epoch)."},
+    )
+    val_fraction: float = field(
+        default=0.1,
+        metadata={"help": "Fraction of the (sub-sampled) training pool carved off for selection."},
+    )
+    max_train_samples: int | None = field(
+        default=None,
+        metadata={"help": "Size of the training pool drawn (seeded) from train, before carving."},
+    )
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "Cap on each final evaluation split (None: all of it)."}
+    )
+
+    def __post_init__(self) -> None:
+        positive = ["epochs", "batch_size", "eval_batch_size"]
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise UserError(f"{name} must be a positive integer, got {value!r}")
+        for name in ["max_train_samples", "max_eval_samples", "max_length"]:
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise UserError(f"{name} must be a positive integer or None, got {value!r}")
+        if not isinstance(self.eval_every, int) or self.eval_every < 0:
+            raise UserError(f"eval_every must be an integer >= 0, got {self.eval_every!r}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise UserError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise UserError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
+        if self.weight_decay < 0 or self.max_grad_norm < 0:
+            raise UserError("weight_decay and max_grad_norm must be >= 0")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        allowed = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - allowed)
+        if unknown:
+            raise UserError(f"unknown training key(s) {unknown}; allowed keys: {sorted(allowed)}")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that determines one run's result. Its :attr:`key` names the run's record.
+
+    ``backbone_identity`` and ``data_identity`` identify content, not paths, so the same run on
+    two machines has the same key.
+    """
+
+    task: str
+    method: str
+    method_config: dict[str, Any]
+    backbone: str
+    backbone_identity: str
+    data_dir: str | None
+    data_identity: str
+    seed: int
+    train: TrainConfig
+
+    def identity(self) -> dict[str, Any]:
+        """The inputs hashed into the key (paths excluded: they differ between machines)."""
+        return {
+            "task": self.task,
+            "method": self.method,
+            "method_config": self.method_config,
+            "backbone": self.backbone_identity,
+            "data": self.data_identity,
+            "seed": self.seed,
+            "train": self.train.to_dict(),
+        }
+
+    @property
+    def key(self) -> str:
+        canonical = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    @property
+    def label(self) -> str:
+        return f"{self.task}/{self.method}/seed{self.seed}"
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["train"] = self.train.to_dict()
+        out["key"] = self.key
+        return out

@@ -1,0 +1,157 @@
+"""Run records: one JSON file per run (``runs/<key>.json``) plus an append-only JSONL index.
+
+A record is written atomically (temporary file, fsync, rename), so a crash never leaves a torn
+record and never damages an existing one. Index lines are appended whole; a torn last line (a
+process killed mid-write) is skipped on read.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import platform
+import subprocess
+import tempfile
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+PACKAGES = (
+    "torch",
+    "transformers",
+    "datasets",
+    "tokenizers",
+    "scikit-learn",
+    "scipy",
+    "seqeval",
+    "numpy",
+    "peft",
+)
+STATUS_OK = "ok"
+
+
+def runs_dir(output: Path) -> Path:
+    return output / "runs"
+
+
+def record_path(output: Path, key: str) -> Path:
+    return runs_dir(output) / f"{key}.json"
+
+
+def index_path(output: Path) -> Path:
+    return output / "index.jsonl"
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe: NaN/inf floats become None (strict JSON has no NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def atomic_write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` to ``path`` so that readers see the old file or the new, never a mix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(_clean(payload), indent=2, sort_keys=True, allow_nan=False)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def append_index(output: Path, record: dict[str, Any]) -> None:
+    """Append a one-line summary of ``record`` to the index (one ``write`` call per line)."""
+    summary = {
+        k: record.get(k)
+        for k in ("key", "status", "task", "method", "seed", "backbone", "finished_at")
+    }
+    summary["primary"] = record.get("primary")
+    line = json.dumps(_clean(summary), sort_keys=True, allow_nan=False) + "\n"
+    path = index_path(output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(line)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def read_record(output: Path, key: str) -> dict[str, Any] | None:
+    """The record of run ``key``, or None when absent or unreadable."""
+    try:
+        return json.loads(record_path(output, key).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def read_index(output: Path) -> list[dict[str, Any]]:
+    """Index entries in order; unparseable (torn) lines are skipped."""
+    path = index_path(output)
+    if not path.is_file():
+        return []
+    entries = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            entries.append(json.loads(line))
+        except ValueError:
+            continue
+    return entries
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@functools.cache
+def environment() -> dict[str, Any]:
+    """Package versions, Python, platform and the project's git commit."""
+    versions = {}
+    for package in PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": versions,
+        "git": git_commit(),
+    }
+
+
+def git_commit() -> dict[str, Any] | None:
+    """The project's commit and whether the tree had uncommitted changes (None outside git)."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit, "dirty": bool(dirty.strip())}

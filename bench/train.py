@@ -1,0 +1,293 @@
+"""The training loop of one run, top to bottom.
+
+load data → tokenize (cached) → carve the selection split → seed → backbone + method → AdamW with
+linear warm-up/decay → train, evaluating on the selection split every epoch (or every N steps)
+and keeping the best trainable state → restore it → evaluate the task's dev/test splits.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from bench.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from bench.config import RunSpec
+    from bench.data import Collator
+    from tasks import TaskSpec
+
+
+class DivergedError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class RunResult:
+    """What a finished run measured (serialised into its record)."""
+
+    metrics: dict[str, dict[str, float]]
+    best: dict[str, Any]
+    curve: list[dict[str, Any]]
+    params: dict[str, Any]
+    sizes: dict[str, int]
+    timing: dict[str, float]
+    peak_memory_bytes: int
+    device: str
+    max_length: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) generators."""
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def pick_device(requested: str | None = None) -> str:
+    import torch
+
+    if requested:
+        if requested.startswith("cuda") and not torch.cuda.is_available():
+            raise UserError(f"device '{requested}' requested but CUDA is not available")
+        return requested
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def task_loss(kind: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy for classification (token level ignores −100), MSE for regression."""
+    import torch.nn.functional as F
+
+    if kind == "regression":
+        return F.mse_loss(logits.squeeze(-1).float(), labels.float())
+    return F.cross_entropy(logits.flatten(0, -2).float(), labels.flatten(), ignore_index=-100)
+
+
+def linear_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int):
+    """Linear warm-up from 0 over ``warmup`` steps, then linear decay to 0 at ``total``."""
+    import torch
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def train_run(run: RunSpec, device: str | None = None, progress: bool = True) -> RunResult:
+    """Train and evaluate one run; raises DivergedError on a NaN/inf loss."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from bench.backbones import load_backbone, load_tokenizer, resolve_backbone
+    from bench.data import Collator, carve_selection_split, load_task, make_loader, tokenize_task
+    from methods import build_method
+    from tasks import get_task
+
+    started = time.perf_counter()
+    device = pick_device(device)
+    spec = get_task(run.task)
+    cfg = run.train
+    kind = spec.kind.value
+
+    # Data: tokenized once per (data, tokenizer, length) and shared by every method and seed.
+    loaded = load_task(spec, run.data_dir)
+    ref = resolve_backbone(run.backbone)
+    tokenizer = load_tokenizer(ref, spec)
+    max_length = cfg.max_length or spec.max_length
+    tokenized = tokenize_task(loaded, tokenizer, ref.identity, max_length)
+    train_split, selection_split, sizes = carve_selection_split(tokenized["train"], cfg, run.seed)
+    collator = Collator(tokenizer, regression=kind == "regression")
+    eval_splits = {"selection": selection_split.to_list()}
+    for name in spec.eval_splits:
+        split = tokenized[name]
+        if cfg.max_eval_samples and len(split) > cfg.max_eval_samples:
+            split = split.select(range(cfg.max_eval_samples))
+        eval_splits[name] = split.to_list()
+
+    # Model: the same seeded backbone for every method; the method decides what trains.
+    seed_everything(run.seed)
+    method = build_method(run.method, run.method_config)
+    backbone = load_backbone(ref, spec, tokenizer.pad_token_id)
+    model = method.attach(backbone, spec).to(device)
+    params = method.parameter_counts(model)
+    groups = method.param_groups(model, cfg)
+    optimizer = torch.optim.AdamW(groups, fused=device.startswith("cuda"))
+    train_loader = make_loader(
+        train_split.to_list(), collator, cfg.batch_size, shuffle=True, seed=run.seed
+    )
+    total_steps = cfg.epochs * len(train_loader)
+    scheduler = linear_schedule(optimizer, math.ceil(cfg.warmup_ratio * total_steps), total_steps)
+    eval_every = cfg.eval_every or len(train_loader)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda"))
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+
+    curve: list[dict[str, Any]] = []
+    best: dict[str, Any] = {"score": -math.inf}
+    best_state = None
+    eval_seconds = 0.0
+    step = 0
+    bar = tqdm(total=total_steps, desc=f"train {run.label}", disable=not progress or None)
+    train_started = time.perf_counter()
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        running, count = 0.0, 0
+        for batch in train_loader:
+            labels = batch.pop("labels").to(device)
+            inputs = {k: v.to(device) for k, v in batch.items() if k != "index"}
+            with autocast:
+                logits = model(**inputs).logits
+            loss = task_loss(kind, logits, labels)
+            if not torch.isfinite(loss):
+                raise DivergedError(f"loss became {loss.item()} at step {step + 1}")
+            loss.backward()
+            if cfg.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(
+                    [p for g in groups for p in g["params"]], cfg.max_grad_norm
+                )
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            running, count = running + loss.item(), count + 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            if step % eval_every == 0 or step == total_steps:
+                tick = time.perf_counter()
+                scores = evaluate(
+                    model, eval_splits["selection"], spec, collator, cfg, device, progress
+                )
+                eval_seconds += time.perf_counter() - tick
+                point = {
+                    "step": step,
+                    "epoch": epoch,
+                    "train_loss": running / max(1, count),
+                    "lr": scheduler.get_last_lr()[0],
+                    "selection": scores,
+                }
+                curve.append(point)
+                running, count = 0.0, 0
+                score = scores[spec.primary_metric]
+                if score > best["score"] or best_state is None:
+                    best = {
+                        "score": score,
+                        "step": step,
+                        "epoch": epoch,
+                        "metric": spec.primary_metric,
+                    }
+                    best_state = method.trainable_state(model)
+                model.train()
+    bar.close()
+    train_seconds = time.perf_counter() - train_started - eval_seconds
+
+    method.restore_state(model, best_state)
+    metrics: dict[str, dict[str, float]] = {}
+    tick = time.perf_counter()
+    for name, split in eval_splits.items():
+        metrics[name] = evaluate(model, split, spec, collator, cfg, device, progress)
+    final_eval_seconds = time.perf_counter() - tick
+
+    return RunResult(
+        metrics=metrics,
+        best=best,
+        curve=curve,
+        params=params.to_dict(),
+        sizes={**vars(sizes), **{f"eval_{k}": len(v) for k, v in eval_splits.items()}},
+        timing={
+            "train_s": train_seconds,
+            "selection_eval_s": eval_seconds,
+            "final_eval_s": final_eval_seconds,
+            "total_s": time.perf_counter() - started,
+            "steps": step,
+        },
+        peak_memory_bytes=peak_memory_bytes(device),
+        device=device_name(device),
+        max_length=max_length,
+    )
+
+
+def evaluate(
+    model: nn.Module,
+    examples: list[dict[str, Any]],
+    spec: TaskSpec,
+    collator: Collator,
+    cfg: Any,
+    device: str,
+    progress: bool = True,
+) -> dict[str, float]:
+    """The task's metrics of ``model`` on tokenized ``examples`` (token tasks: on words)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from bench.data import make_loader
+    from tasks import compute_metrics
+
+    kind = spec.kind.value
+    loader = make_loader(examples, collator, cfg.eval_batch_size, shuffle=False)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda"))
+    left_padded = collator.tokenizer.padding_side == "left"
+    predictions: list[Any] = []
+    references: list[Any] = []
+    offset = 0
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), autocast:
+        for batch in tqdm(loader, desc="evaluate", leave=False, disable=not progress or None):
+            labels = batch.pop("labels")
+            batch.pop("index")
+            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu()
+            if kind == "regression":
+                predictions.extend(logits.squeeze(-1).tolist())
+                references.extend(labels.tolist())
+            elif kind == "classification":
+                predictions.extend(logits.argmax(-1).tolist())
+                references.extend(labels.tolist())
+            else:
+                best = logits.argmax(-1)
+                for row, example in enumerate(examples[offset : offset + len(best)]):
+                    shift = best.shape[1] - len(example["input_ids"]) if left_padded else 0
+                    predictions.append(
+                        [
+                            spec.labels[best[row, start + shift]] if start >= 0 else "O"
+                            for start in example["word_starts"]
+                        ]
+                    )
+                    references.append([spec.labels[tag] for tag in example["word_tags"]])
+            offset += len(labels)
+    model.train(was_training)
+    return compute_metrics(spec, predictions, references)
+
+
+def peak_memory_bytes(device: str) -> int:
+    """CUDA: max allocated since the run's reset. CPU: the process's peak resident set size."""
+    import resource
+    import sys
+
+    import torch
+
+    if device.startswith("cuda"):
+        return int(torch.cuda.max_memory_allocated())
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss if sys.platform == "darwin" else rss * 1024)
+
+
+def device_name(device: str) -> str:
+    import platform
+
+    import torch
+
+    if device.startswith("cuda"):
+        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"

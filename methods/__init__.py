@@ -1,0 +1,56 @@
+"""Method plug-ins: one module per method; every ``Method`` subclass with a ``name`` is registered.
+
+Add a method by dropping a module into this folder (see ``full_finetune.py``).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import pkgutil
+from typing import Any
+
+from methods.base import Method, MethodConfig, ParamCounts
+
+__all__ = ["Method", "MethodConfig", "ParamCounts", "build_method", "get_method", "method_names"]
+
+
+@functools.cache
+def _registry() -> dict[str, type[Method]]:
+    found: dict[str, type[Method]] = {}
+    for info in pkgutil.iter_modules(__path__):
+        if info.name.startswith("_") or info.name == "base":
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        for value in vars(module).values():
+            if (
+                isinstance(value, type)
+                and issubclass(value, Method)
+                and value.__module__ == module.__name__
+                and getattr(value, "name", None)
+            ):
+                if value.name in found:
+                    raise RuntimeError(f"method name '{value.name}' registered twice")
+                found[value.name] = value
+    return found
+
+
+def method_names() -> list[str]:
+    """Registered method names, sorted."""
+    return sorted(_registry())
+
+
+def get_method(name: str) -> type[Method]:
+    """The ``Method`` class registered as ``name`` (UserError naming the valid ones otherwise)."""
+    from bench.errors import unknown_name_error
+
+    try:
+        return _registry()[name]
+    except KeyError:
+        raise unknown_name_error("method", name, _registry()) from None
+
+
+def build_method(name: str, overrides: dict[str, Any] | None = None) -> Method:
+    """Instantiate method ``name`` with its config defaults updated by ``overrides``."""
+    cls = get_method(name)
+    return cls(cls.config_cls.from_dict(overrides or {}))

@@ -1,0 +1,148 @@
+"""The ``Method`` interface every fine-tuning method implements, and its shared value types.
+
+A method turns a pretrained backbone *with a task head* into the model that is trained: it decides
+what is frozen, what is added (prompts, encoders), which parameters get which learning rate, how
+parameters are counted, and what is stored after training (the delta) and how it is loaded back.
+
+Modules in ``methods/`` must not import torch at module level (``python -m bench list`` stays
+fast); import it inside the methods that need it.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+    from bench.config import TrainConfig
+    from tasks import TaskSpec
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """Base class of every method's hyperparameters (a frozen dataclass, validated on creation).
+
+    Subclasses add fields with ``metadata={"help": ...}``; ``from_dict`` rejects unknown keys.
+    """
+
+    lr: float = field(
+        default=2e-5,
+        metadata={"help": "Peak learning rate of the method's trainable parameters."},
+    )
+
+    def __post_init__(self) -> None:
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> MethodConfig:
+        """Build from a mapping, naming any unknown key and the allowed ones."""
+        from bench.errors import UserError
+
+        allowed = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - allowed)
+        if unknown:
+            raise UserError(
+                f"unknown {cls.__name__} key(s) {unknown}; allowed keys: {sorted(allowed)}"
+            )
+        try:
+            return cls(**values)
+        except (TypeError, ValueError) as error:
+            raise UserError(f"invalid {cls.__name__}: {error}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class ParamCounts:
+    """Parameter accounting of one attached model (all counts are numbers of scalars).
+
+    ``trainable``: receive gradients at train time (reparameterization encoders included).
+    ``stored``: what ``export`` writes after merging any reparameterization away.
+    ``head``: the task head (classifier) alone. ``backbone``: the pretrained encoder/decoder.
+    ``formula``: the closed-form expression of ``stored`` (e.g. ``"m*d"``) and ``formula_value``
+    its value for this backbone; ``matches_formula`` says whether the counted number agrees.
+    """
+
+    trainable: int
+    stored: int
+    head: int
+    backbone: int
+    formula: str
+    formula_value: int
+
+    @property
+    def matches_formula(self) -> bool:
+        return self.stored == self.formula_value
+
+    @property
+    def trainable_pct_of_backbone(self) -> float:
+        return 100.0 * self.trainable / self.backbone if self.backbone else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["matches_formula"] = self.matches_formula
+        out["trainable_pct_of_backbone"] = self.trainable_pct_of_backbone
+        return out
+
+
+class Method(abc.ABC):
+    """One fine-tuning method. Subclasses set ``name``, ``config_cls`` and ``description``.
+
+    Contract of the model returned by :meth:`attach`: ``model(**batch)`` with the tokenizer's
+    inputs (``input_ids`` ``[B, T]``, ``attention_mask`` ``[B, T]``, optional ``token_type_ids``)
+    returns an object whose ``.logits`` is ``[B, num_labels]`` (sequence tasks; ``[B, 1]`` for
+    regression) or ``[B, T, num_labels]`` (token classification, same ``T`` as the input).
+    The training loop computes the loss; the model never sees labels.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    config_cls: ClassVar[type[MethodConfig]] = MethodConfig
+    #: True for methods that leave every backbone weight bit-identical.
+    freezes_backbone: ClassVar[bool] = True
+
+    def __init__(self, config: MethodConfig | None = None) -> None:
+        self.config = config if config is not None else self.config_cls()
+        if not isinstance(self.config, self.config_cls):
+            raise TypeError(
+                f"{self.name} expects {self.config_cls.__name__}, got {type(self.config).__name__}"
+            )
+
+    @abc.abstractmethod
+    def attach(self, backbone: nn.Module, task: TaskSpec) -> nn.Module:
+        """Freeze what must be frozen, add what the method adds, return the trainable model."""
+
+    @abc.abstractmethod
+    def param_groups(self, model: nn.Module, train: TrainConfig) -> list[dict[str, Any]]:
+        """Optimizer parameter groups (each with ``params``, ``lr``, ``weight_decay``)."""
+
+    @abc.abstractmethod
+    def parameter_counts(self, model: nn.Module) -> ParamCounts:
+        """Count trainable / stored / head / backbone parameters and the closed form."""
+
+    @abc.abstractmethod
+    def export(self, model: nn.Module) -> dict[str, Tensor]:
+        """The delta alone (what must be stored to rebuild the trained model), merged."""
+
+    @abc.abstractmethod
+    def load(self, backbone: nn.Module, task: TaskSpec, delta: dict[str, Tensor]) -> nn.Module:
+        """Rebuild the trained model from a fresh backbone and an exported delta."""
+
+    def trainable_state(self, model: nn.Module) -> dict[str, Tensor]:
+        """Copies of the trainable tensors, used to snapshot the best checkpoint in memory."""
+        return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+
+    def restore_state(self, model: nn.Module, state: dict[str, Tensor]) -> None:
+        """Write a :meth:`trainable_state` snapshot back into ``model``."""
+        import torch
+
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, value in state.items():
+                params[name].copy_(value)

@@ -1,0 +1,101 @@
+"""Full fine-tuning: every backbone and head parameter is trained and stored.
+
+The baseline every prompt method is compared with. Default learning rate 2e-5: the RoBERTa
+paper's GLUE range (1e-5, 2e-5, 3e-5) and the fine-tuning rows of the P-Tuning v2 paper.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from bench.backbones import split_head_and_backbone
+from methods.base import Method, MethodConfig, ParamCounts
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+    from bench.config import TrainConfig
+    from tasks import TaskSpec
+
+#: Parameter-name fragments that get no weight decay (biases and normalisation weights).
+NO_DECAY = (
+    "bias",
+    "LayerNorm.weight",
+    "layer_norm.weight",
+    "layernorm.weight",
+    "ln_",
+    "norm.weight",
+)
+
+
+@dataclass(frozen=True)
+class FullFinetuneConfig(MethodConfig):
+    """Hyperparameters of full fine-tuning."""
+
+    lr: float = field(default=2e-5, metadata={"help": "Peak learning rate of all parameters."})
+
+
+def decay_groups(
+    named: list[tuple[str, Any]], lr: float, weight_decay: float
+) -> list[dict[str, Any]]:
+    """Split ``named`` parameters into a weight-decay group and a no-decay group (bias, norms)."""
+    decay = [p for n, p in named if not any(k in n for k in NO_DECAY)]
+    no_decay = [p for n, p in named if any(k in n for k in NO_DECAY)]
+    groups = [
+        {"params": decay, "lr": lr, "weight_decay": weight_decay},
+        {"params": no_decay, "lr": lr, "weight_decay": 0.0},
+    ]
+    return [g for g in groups if g["params"]]
+
+
+class FullFinetune(Method):
+    """Train the whole model: backbone and task head. Stored parameters: all of them."""
+
+    name: ClassVar[str] = "full_finetune"
+    description: ClassVar[str] = "Full fine-tuning: backbone and head are trained and stored."
+    config_cls: ClassVar[type[MethodConfig]] = FullFinetuneConfig
+    freezes_backbone: ClassVar[bool] = False
+
+    def attach(self, backbone: nn.Module, task: TaskSpec) -> nn.Module:
+        for parameter in backbone.parameters():
+            parameter.requires_grad_(True)
+        return backbone
+
+    def param_groups(self, model: nn.Module, train: TrainConfig) -> list[dict[str, Any]]:
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        return decay_groups(named, self.config.lr, train.weight_decay)
+
+    def parameter_counts(self, model: nn.Module) -> ParamCounts:
+        head, backbone = split_head_and_backbone(model)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        stored = sum(t.numel() for t in self.export(model).values())
+        return ParamCounts(
+            trainable=trainable,
+            stored=stored,
+            head=head,
+            backbone=backbone,
+            formula="backbone + head",
+            formula_value=backbone + head,
+        )
+
+    def export(self, model: nn.Module) -> dict[str, Tensor]:
+        # Tied weights share storage; safetensors wants each tensor once and contiguous.
+        seen: set[int] = set()
+        delta: dict[str, Tensor] = {}
+        for name, parameter in model.named_parameters():
+            if id(parameter) not in seen:
+                seen.add(id(parameter))
+                delta[name] = parameter.detach().contiguous().clone()
+        return delta
+
+    def load(self, backbone: nn.Module, task: TaskSpec, delta: dict[str, Tensor]) -> nn.Module:
+        model = self.attach(backbone, task)
+        expected = {name for name, _ in model.named_parameters()}
+        if set(delta) != expected:
+            raise ValueError(
+                f"delta does not match the model: missing {sorted(expected - set(delta))[:5]}, "
+                f"unexpected {sorted(set(delta) - expected)[:5]}"
+            )
+        model.load_state_dict(delta, strict=False)
+        return model

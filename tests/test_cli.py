@@ -1,0 +1,130 @@
+"""CLI behaviour: fast listing, clear errors with exit code 2, seeds parsing, dry runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from bench.cli import main
+from bench.errors import UserError
+from bench.runner import DEFAULT_SEEDS, parse_seeds
+from tests.conftest import REPO
+
+
+def test_help_and_list_do_not_import_torch() -> None:
+    code = (
+        "import sys, io, contextlib\n"
+        "from bench.cli import main\n"
+        "for what in ['methods', 'tasks', 'suites', 'backbones']:\n"
+        "    with contextlib.redirect_stdout(io.StringIO()):\n"
+        "        assert main(['list', what]) == 0\n"
+        "heavy = [m for m in ('torch', 'transformers', 'datasets') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=60)
+
+
+def test_list_methods_and_tasks(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list", "methods"]) == 0
+    assert "full_finetune" in capsys.readouterr().out
+    assert main(["list", "tasks"]) == 0
+    out = capsys.readouterr().out
+    for task in ["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli", "conll2003"]:
+        assert task in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--tasks", "sst"], "did you mean 'sst2'"),
+        (["--methods", "full_fintune"], "did you mean 'full_finetune'"),
+        (["--suite", "gleu"], "did you mean 'glue'"),
+        (["--backbone", "roberta-bas"], "Did you mean 'roberta-base'"),
+        (["--backbone", "./no/such/model"], "does not exist"),
+        (["--seeds", "0"], "at least 1"),
+        (["--seeds", "13,13"], "duplicate seed"),
+        (["--data-dir", "/no/such/dir"], "is not a directory"),
+    ],
+)
+def test_bad_input_is_one_clear_error(
+    argv: list[str], expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["run", "--dry-run", "--methods", "full_finetune", "--tasks", "sst2", *argv])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert expected in err
+    assert "Traceback" not in err
+
+
+def test_negative_sample_count_is_rejected_by_the_parser(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--max-train-samples", "-5", "--dry-run"])
+    assert exit_info.value.code == 2
+    assert "positive integer" in capsys.readouterr().err
+
+
+def test_missing_data_file_names_the_expected_path(
+    tmp_path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "SST-2").mkdir()
+    code = main(
+        [
+            "run",
+            "--dry-run",
+            "--tasks",
+            "sst2",
+            "--methods",
+            "full_finetune",
+            "--data-dir",
+            str(tmp_path),
+            "--backbone",
+            "minilm",
+        ]
+    )
+    err = capsys.readouterr().err
+    if "not installed" in err:
+        pytest.skip("MiniLM package absent")
+    assert code == 2
+    assert str(tmp_path / "SST-2" / "train.tsv") in err or "train.tsv" in err
+
+
+def test_parse_seeds() -> None:
+    assert parse_seeds("3") == DEFAULT_SEEDS[:3]
+    assert parse_seeds("13,21,42") == (13, 21, 42)
+    assert parse_seeds("42,") == (42,)
+    assert len(parse_seeds("7")) == 7
+    for bad in ["0", "-2", "a,b", "1,1", ","]:
+        with pytest.raises(UserError):
+            parse_seeds(bad)
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(
+    tiny_bert_dir, tiny_data_dir, tmp_path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_dir = tmp_path / "results"
+    code = main(
+        [
+            "run",
+            "--dry-run",
+            "--tasks",
+            "sst2,conll2003",
+            "--methods",
+            "full_finetune",
+            "--seeds",
+            "2",
+            "--backbone",
+            str(tiny_bert_dir),
+            "--data-dir",
+            str(tiny_data_dir),
+            "--output",
+            str(out_dir),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "4 runs planned, 0 already done" in out
+    assert not out_dir.exists()
