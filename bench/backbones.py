@@ -168,13 +168,16 @@ def load_backbone(ref: BackboneRef, task: TaskSpec, pad_token_id: int | None) ->
         else (AutoModelForSequenceClassification)
     )
     try:
-        model = auto.from_pretrained(ref.location, **kwargs)
+        model, info = auto.from_pretrained(ref.location, output_loading_info=True, **kwargs)
     except OSError as error:
         raise _offline_error(ref, error) from None
     except ValueError as error:  # e.g. an architecture without this head
         raise UserError(f"backbone '{ref.name}' cannot be used for {kind}: {error}") from None
     if model.config.pad_token_id is None:
         model.config.pad_token_id = pad_token_id
+    # Parameters the checkpoint lacked (the head; RoBERTa's pooler) are initialised at random
+    # and must be trained, never frozen: methods read this set.
+    model.peft_bench_new_parameters = frozenset(info.get("missing_keys", ()))
     return model
 
 

@@ -43,6 +43,19 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _key_values(text: str) -> dict[str, object]:
+    """``a=1,b=x`` → ``{"a": 1, "b": "x"}`` (values parsed as YAML scalars)."""
+    import yaml
+
+    out: dict[str, object] = {}
+    for part in _csv(text):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {part!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
@@ -97,6 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--epochs", type=_positive_int, help="training epochs")
     run.add_argument("--batch-size", type=_positive_int, help="training batch size")
     run.add_argument("--lr", type=_positive_float, help="peak learning rate (method default)")
+    run.add_argument(
+        "--method-args",
+        type=_key_values,
+        default={},
+        help="method config overrides for every selected method, e.g. "
+        "prompt_length=32,injection=hidden (see each method's config)",
+    )
     run.add_argument("--max-length", type=_positive_int, help="max tokens (task default)")
     run.add_argument(
         "--eval-every",
@@ -194,7 +214,7 @@ def command_run(args: argparse.Namespace) -> int:
         backbones=args.backbone,
         data_dir=args.data_dir,
         train=train,
-        method_overrides={"lr": args.lr} if args.lr is not None else {},
+        method_overrides={**args.method_args, **({"lr": args.lr} if args.lr is not None else {})},
     )
     plan = build_plan(request)
     output = Path(args.output)

@@ -120,7 +120,8 @@ def train_run(run: RunSpec, device: str | None = None, progress: bool = True) ->
     seed_everything(run.seed)
     method = build_method(run.method, run.method_config)
     backbone = load_backbone(ref, spec, tokenizer.pad_token_id)
-    model = method.attach(backbone, spec).to(device)
+    model = method.attach(backbone, spec, attach_data(tokenizer, spec, train_split)).to(device)
+    method.check_length(model, max_length)
     params = method.parameter_counts(model)
     groups = method.param_groups(model, cfg)
     optimizer = torch.optim.AdamW(groups, fused=device.startswith("cuda"))
@@ -142,6 +143,7 @@ def train_run(run: RunSpec, device: str | None = None, progress: bool = True) ->
     bar = tqdm(total=total_steps, desc=f"train {run.label}", disable=not progress or None)
     train_started = time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
+        method.on_epoch_start(model, epoch)
         model.train()
         running, count = 0.0, 0
         for batch in train_loader:
@@ -216,6 +218,17 @@ def train_run(run: RunSpec, device: str | None = None, progress: bool = True) ->
         device=device_name(device),
         max_length=max_length,
     )
+
+
+def attach_data(tokenizer: Any, spec: TaskSpec, train_split: Any, examples: int = 64) -> Any:
+    """Token ids of the task's keywords and of the first training examples (prompt inits)."""
+    from methods import AttachData
+
+    special = set(tokenizer.all_special_ids)
+    keywords = tokenizer(" ".join(spec.keywords), add_special_tokens=False)["input_ids"]
+    rows = train_split.select(range(min(examples, len(train_split))))["input_ids"]
+    sample = [token for row in rows for token in row if token not in special]
+    return AttachData(keyword_ids=list(keywords), sample_ids=sample)
 
 
 def evaluate(

@@ -10,9 +10,17 @@ import importlib
 import pkgutil
 from typing import Any
 
-from methods.base import Method, MethodConfig, ParamCounts
+from methods.base import AttachData, Method, MethodConfig, ParamCounts
 
-__all__ = ["Method", "MethodConfig", "ParamCounts", "build_method", "get_method", "method_names"]
+__all__ = [
+    "AttachData",
+    "Method",
+    "MethodConfig",
+    "ParamCounts",
+    "build_method",
+    "get_method",
+    "method_names",
+]
 
 
 @functools.cache

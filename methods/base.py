@@ -91,6 +91,15 @@ class ParamCounts:
         return out
 
 
+@dataclass(frozen=True)
+class AttachData:
+    """What some methods need from the data when attaching: token ids of the task's keywords
+    (prompt init ``text``) and of a few training examples (prompt init ``cluster``)."""
+
+    keyword_ids: list[int] = field(default_factory=list)
+    sample_ids: list[int] = field(default_factory=list)
+
+
 class Method(abc.ABC):
     """One fine-tuning method. Subclasses set ``name``, ``config_cls`` and ``description``.
 
@@ -115,7 +124,9 @@ class Method(abc.ABC):
             )
 
     @abc.abstractmethod
-    def attach(self, backbone: nn.Module, task: TaskSpec) -> nn.Module:
+    def attach(
+        self, backbone: nn.Module, task: TaskSpec, data: AttachData | None = None
+    ) -> nn.Module:
         """Freeze what must be frozen, add what the method adds, return the trainable model."""
 
     @abc.abstractmethod
@@ -134,9 +145,20 @@ class Method(abc.ABC):
     def load(self, backbone: nn.Module, task: TaskSpec, delta: dict[str, Tensor]) -> nn.Module:
         """Rebuild the trained model from a fresh backbone and an exported delta."""
 
+    def trained_names(self, model: nn.Module) -> list[str]:
+        """Names of the parameters this method trains (its delta before merging)."""
+        return [name for name, p in model.named_parameters() if p.requires_grad]
+
+    def on_epoch_start(self, model: nn.Module, epoch: int) -> None:
+        """Called before each epoch (1-based); e.g. two-stage training switches stages here."""
+
+    def check_length(self, model: nn.Module, max_length: int) -> None:
+        """Raise ``UserError`` when ``max_length`` tokens do not fit beside the method's additions."""
+
     def trainable_state(self, model: nn.Module) -> dict[str, Tensor]:
-        """Copies of the trainable tensors, used to snapshot the best checkpoint in memory."""
-        return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+        """Copies of the trained tensors, used to snapshot the best checkpoint in memory."""
+        names = set(self.trained_names(model))
+        return {n: p.detach().clone() for n, p in model.named_parameters() if n in names}
 
     def restore_state(self, model: nn.Module, state: dict[str, Tensor]) -> None:
         """Write a :meth:`trainable_state` snapshot back into ``model``."""

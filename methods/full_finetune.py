@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from bench.backbones import split_head_and_backbone
-from methods.base import Method, MethodConfig, ParamCounts
+from methods.base import AttachData, Method, MethodConfig, ParamCounts
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -57,7 +57,9 @@ class FullFinetune(Method):
     config_cls: ClassVar[type[MethodConfig]] = FullFinetuneConfig
     freezes_backbone: ClassVar[bool] = False
 
-    def attach(self, backbone: nn.Module, task: TaskSpec) -> nn.Module:
+    def attach(
+        self, backbone: nn.Module, task: TaskSpec, data: AttachData | None = None
+    ) -> nn.Module:
         for parameter in backbone.parameters():
             parameter.requires_grad_(True)
         return backbone

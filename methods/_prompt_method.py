@@ -1,0 +1,255 @@
+"""What the four prompt methods share: config fields, freezing, parameter groups, accounting,
+export/load of the merged delta, and two-stage training.
+
+A concrete method states only its placement, its reparameterization and its defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from bench.errors import UserError
+from methods.base import AttachData, Method, MethodConfig, ParamCounts
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+    from bench.config import TrainConfig
+    from tasks import TaskSpec
+
+INITS = ("random_uniform", "vocab_sample", "text", "cluster")
+POSITIONS = ("keep", "shift")
+PROMPT_PREFIX = "prompts."
+
+
+@dataclass(frozen=True)
+class PromptConfig(MethodConfig):
+    """Fields shared by every prompt method (``lr`` is the prompt parameters' learning rate)."""
+
+    prompt_length: int = field(default=20, metadata={"help": "m, the number of prompt vectors."})
+    init: str = field(
+        default="random_uniform",
+        metadata={"help": f"Prompt initialisation: {', '.join(INITS)}."},
+    )
+    position: str = field(
+        default="keep",
+        metadata={
+            "help": "Input slots: 'keep' (real tokens keep 0..n-1, prompts get no position "
+            "embedding) or 'shift' (prompts take 0..m-1)."
+        },
+    )
+    prompt_dropout: float = field(
+        default=0.0, metadata={"help": "Dropout on the prompt vectors at train time."}
+    )
+    head_lr: float | None = field(
+        default=None, metadata={"help": "Learning rate of the task head (None: same as lr)."}
+    )
+    head_only_epochs: int = field(
+        default=0,
+        metadata={"help": "Two-stage training: epochs that train the head alone before joint."},
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.prompt_length, int) or self.prompt_length < 1:
+            raise ValueError(
+                f"prompt_length must be a positive integer, got {self.prompt_length!r}"
+            )
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
+        if self.position not in POSITIONS:
+            raise ValueError(
+                f"position must be one of {', '.join(POSITIONS)}, got {self.position!r}"
+            )
+        if not 0.0 <= self.prompt_dropout < 1.0:
+            raise ValueError(f"prompt_dropout must be in [0, 1), got {self.prompt_dropout!r}")
+        if self.head_lr is not None and not self.head_lr > 0:
+            raise ValueError(f"head_lr must be > 0 or None, got {self.head_lr!r}")
+        if not isinstance(self.head_only_epochs, int) or self.head_only_epochs < 0:
+            raise ValueError(
+                f"head_only_epochs must be an integer >= 0, got {self.head_only_epochs!r}"
+            )
+
+
+class PromptMethod(Method):
+    """Base of the prompt methods: a frozen backbone, trainable prompts and a trainable head."""
+
+    #: Where the prompts act (``input``, ``hidden`` or ``kv``); may depend on the config.
+    placement: ClassVar[str] = "input"
+
+    # what subclasses decide ------------------------------------------------------------
+
+    def placement_of(self) -> str:
+        return self.placement
+
+    def reparam_of(self) -> str:
+        """``none`` (direct), ``mlp``, ``mlp3`` or ``lstm``."""
+        return "none"
+
+    def encoder_hidden(self, hidden_size: int) -> int:
+        return hidden_size
+
+    # attach -----------------------------------------------------------------------------
+
+    def attach(
+        self, backbone: nn.Module, task: TaskSpec, data: AttachData | None = None
+    ) -> nn.Module:
+        import torch
+
+        from methods._prompting import geometry
+        from methods._sources import Init, build_source, direct_initial, initial_prompts, width_for
+
+        cfg = self.config
+        geo = geometry(backbone.config)
+        placement = self._placement()
+        width = width_for(placement, geo)
+        embeddings = backbone.get_input_embeddings().weight.detach().float().cpu()
+        generator = torch.Generator().manual_seed(int(torch.randint(2**31 - 1, (1,))))
+        text_ids = sample_ids = None
+        if data is not None:
+            text_ids = data.keyword_ids
+            sample_ids = data.sample_ids
+        initial = initial_prompts(
+            Init(cfg.init),
+            cfg.prompt_length,
+            embeddings,
+            generator,
+            text_ids=text_ids,
+            sample_ids=sample_ids,
+        )
+        reparam = self.reparam_of()
+        if reparam == "none":
+            initial = direct_initial(initial, width, Init(cfg.init), generator)
+        source = build_source(initial, reparam, self.encoder_hidden(geo.hidden), width)
+        return self._wrap(backbone, task, source)
+
+    def _placement(self):
+        from methods._prompting import Placement
+
+        return Placement(self.placement_of())
+
+    def _wrap(self, backbone: nn.Module, task: TaskSpec, source: nn.Module) -> nn.Module:
+        from methods._prompting import Position, PromptedModel, geometry
+        from methods._sources import ShapedSource
+
+        head_names = head_parameter_names(backbone)
+        for name, parameter in backbone.named_parameters():
+            parameter.requires_grad_(name in head_names)
+        placement = self._placement()
+        shaped = ShapedSource(source, placement, geometry(backbone.config))
+        return PromptedModel(
+            backbone,
+            shaped,
+            placement,
+            self.config.prompt_length,
+            position=Position(self.config.position),
+            dropout=self.config.prompt_dropout,
+            token_level=task.kind.value == "token_classification",
+        )
+
+    # training ---------------------------------------------------------------------------
+
+    def param_groups(self, model: nn.Module, train: TrainConfig) -> list[dict[str, Any]]:
+        from methods.full_finetune import decay_groups
+
+        prompts = [p for n, p in model.named_parameters() if n.startswith(PROMPT_PREFIX)]
+        head = [
+            (n, p)
+            for n, p in model.named_parameters()
+            if p.requires_grad and not n.startswith(PROMPT_PREFIX)
+        ]
+        head_lr = self.config.head_lr or self.config.lr
+        return [
+            {"params": prompts, "lr": self.config.lr, "weight_decay": 0.0},
+            *decay_groups(head, head_lr, train.weight_decay),
+        ]
+
+    def trained_names(self, model: nn.Module) -> list[str]:
+        head = {f"model.{n}" for n in head_parameter_names(model.model)}
+        return [n for n, _ in model.named_parameters() if n.startswith(PROMPT_PREFIX) or n in head]
+
+    def on_epoch_start(self, model: nn.Module, epoch: int) -> None:
+        """Two-stage training: the prompts are frozen during the head-only epochs."""
+        joint = epoch > self.config.head_only_epochs
+        for name, parameter in model.named_parameters():
+            if name.startswith(PROMPT_PREFIX):
+                parameter.requires_grad_(joint)
+
+    def check_length(self, model: nn.Module, max_length: int) -> None:
+        from methods._prompting import Position
+
+        if model.slots and model.position is Position.SHIFT and model._positions is not None:
+            available = model._positions.num_embeddings
+            padding_idx = model._positions.padding_idx
+            if padding_idx is not None:
+                available -= padding_idx + 1
+            if max_length + model.slots > available:
+                raise UserError(
+                    f"max_length {max_length} + prompt_length {model.slots} exceeds the "
+                    f"{available} positions of {type(model.model).__name__} under position "
+                    f"'shift'; lower max_length to {available - model.slots} or use 'keep'"
+                )
+
+    # accounting and export ---------------------------------------------------------------
+
+    def parameter_counts(self, model: nn.Module) -> ParamCounts:
+        from methods._prompting import Placement
+
+        geo = model.geometry
+        m = self.config.prompt_length
+        head_names = head_parameter_names(model.model)
+        named = dict(model.model.named_parameters())
+        head = sum(named[n].numel() for n in head_names)
+        backbone = sum(p.numel() for n, p in named.items() if n not in head_names)
+        trained = set(self.trained_names(model))
+        trainable = sum(p.numel() for n, p in model.named_parameters() if n in trained)
+        placement = self._placement()
+        if placement is Placement.INPUT:
+            formula, value = f"m*d + head = {m}*{geo.hidden} + {head}", m * geo.hidden
+        elif placement is Placement.HIDDEN:
+            formula = f"L*m*d + head = {geo.layers}*{m}*{geo.hidden} + {head}"
+            value = geo.layers * m * geo.hidden
+        else:
+            formula = f"2*L*m*d_kv + head = 2*{geo.layers}*{m}*{geo.kv_dim} + {head}"
+            value = 2 * geo.layers * m * geo.kv_dim
+        stored = sum(t.numel() for t in self.export(model).values())
+        return ParamCounts(
+            trainable=trainable,
+            stored=stored,
+            head=head,
+            backbone=backbone,
+            formula=formula,
+            formula_value=value + head,
+        )
+
+    def export(self, model: nn.Module) -> dict[str, Tensor]:
+        delta = {"prompt": model.prompts.materialize()}
+        named = dict(model.model.named_parameters())
+        for name in sorted(head_parameter_names(model.model)):
+            delta[f"head.{name}"] = named[name].detach().contiguous().clone()
+        return delta
+
+    def load(self, backbone: nn.Module, task: TaskSpec, delta: dict[str, Tensor]) -> nn.Module:
+        import torch
+
+        from methods._sources import DirectPrompt
+
+        model = self._wrap(backbone, task, DirectPrompt(delta["prompt"]))
+        named = dict(model.model.named_parameters())
+        expected = {f"head.{n}" for n in head_parameter_names(model.model)} | {"prompt"}
+        if set(delta) != expected:
+            raise ValueError(f"delta keys {sorted(set(delta) ^ expected)} do not match the model")
+        with torch.no_grad():
+            for key, value in delta.items():
+                if key.startswith("head."):
+                    named[key[len("head.") :]].copy_(value)
+        return model
+
+
+def head_parameter_names(model: nn.Module) -> set[str]:
+    """The task head: parameters outside ``base_model``, plus any base parameter the checkpoint
+    did not contain (e.g. a pooler that ``from_pretrained`` initialised at random)."""
+    base_ids = {id(p) for p in model.base_model.parameters()}
+    new = set(getattr(model, "peft_bench_new_parameters", ()))
+    return {n for n, p in model.named_parameters() if id(p) not in base_ids or n in new}

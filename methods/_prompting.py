@@ -1,0 +1,370 @@
+"""Prompt placement, shared by every prompt method and every backbone (no per-class copies).
+
+Three placements, chosen by :class:`Placement`:
+
+``input``
+    m soft tokens at the input. The tokenizer's ids get m placeholder ids in front. A forward
+    hook on the word-embedding module swaps the placeholders' rows for the prompt vectors.
+``hidden``
+    The same m slots, but each layer's input rows are replaced by that layer's prompt (a
+    forward pre-hook on every layer). This is the "prompts at every layer's input" reading of
+    P-Tuning v2.
+``kv``
+    Per-layer key/value prefixes. They are joined to each self-attention's keys and values
+    inside a registered ``transformers`` attention function, so the method does not depend on
+    the model taking a cache argument. The attention mask gets the matching all-visible block.
+    Real tokens keep positions 0..n-1, and the usable length is not reduced.
+
+Positions of input slots (``input``/``hidden``):
+- ``keep``: real tokens keep the positions they would have without prompts, and the slots add
+  no absolute position embedding (the position-embedding output is zeroed at the slots).
+- ``shift``: slots take positions 0..m-1 and real tokens m..m+n-1, the model's own default,
+  as in peft.
+
+Heads: for encoders, and for token classification, a hook on the base model drops the slots from
+``last_hidden_state`` (and recomputes BERT's pooler on the real first token). Heads therefore read
+the real [CLS], and token logits have the input's length. Decoder sequence heads pool the last
+non-pad token of the extended ids; the slots come first, so they need no trimming.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import torch
+from torch import nn
+
+from bench.errors import UserError
+
+
+class Placement(str, Enum):
+    INPUT = "input"
+    HIDDEN = "hidden"
+    KV = "kv"
+
+
+class Position(str, Enum):
+    KEEP = "keep"
+    SHIFT = "shift"
+
+
+_ROTARY_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "olmo"}
+_DECODER_TYPES = _ROTARY_TYPES | {"gpt2", "gpt_neo", "gptj", "opt", "bloom", "falcon"}
+_NO_ATTENTION_INTERFACE = {"deberta", "deberta-v2", "mpnet"}
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Sizes that prompt shapes and closed-form counts depend on."""
+
+    layers: int  #: L
+    hidden: int  #: d
+    kv_heads: int  #: key/value heads (fewer than attention heads under grouped-query attention)
+    head_dim: int
+
+    @property
+    def kv_dim(self) -> int:
+        """d_kv = kv_heads * head_dim (equals d without grouped-query attention)."""
+        return self.kv_heads * self.head_dim
+
+
+def geometry(config: Any) -> Geometry:
+    heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    return Geometry(config.num_hidden_layers, config.hidden_size, kv_heads, head_dim)
+
+
+def is_decoder(model: nn.Module) -> bool:
+    return model.config.model_type in _DECODER_TYPES
+
+
+def supported_placements(model: nn.Module) -> list[str]:
+    """The placements that work on ``model``'s architecture."""
+    out = [Placement.INPUT.value, Placement.HIDDEN.value]
+    if model.config.model_type not in _NO_ATTENTION_INTERFACE:
+        out.append(Placement.KV.value)
+    return out
+
+
+def _layers(model: nn.Module) -> nn.ModuleList:
+    """The list of transformer layers (the ModuleList with num_hidden_layers entries)."""
+    count = model.config.num_hidden_layers
+    for _, module in model.base_model.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) == count:
+            return module
+    raise UserError(f"cannot find the {count} transformer layers of {type(model).__name__}")
+
+
+def _self_attentions(model: nn.Module) -> list[nn.Module]:
+    """Self-attention modules with ``layer_idx`` 0..L-1 (cross-attention excluded)."""
+    found: dict[int, nn.Module] = {}
+    for _, module in model.base_model.named_modules():
+        name = type(module).__name__
+        if "Attention" in name and "Cross" not in name and hasattr(module, "layer_idx"):
+            if isinstance(module.layer_idx, int):
+                found.setdefault(module.layer_idx, module)
+    return [found[i] for i in sorted(found)]
+
+
+def _position_embedding(model: nn.Module) -> nn.Embedding | None:
+    """The absolute position-embedding module, or None (relative or rotary positions)."""
+    base = model.base_model
+    embeddings = getattr(base, "embeddings", None)
+    module = getattr(embeddings, "position_embeddings", None) or getattr(base, "wpe", None)
+    return module if isinstance(module, nn.Embedding) else None
+
+
+# --- kv placement through the attention interface --------------------------------------------
+
+_KV_IMPLEMENTATION = "peft_bench_prefix_{}"
+
+
+def _prefix_attention(base_name: str):
+    """An attention function that prepends the module's prefix to keys and values, then calls
+    the model's original implementation (``sdpa``/``eager``) with the extended mask."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    def attention(module, query, key, value, attention_mask, **kwargs):
+        if base_name == "eager":
+            original = module._peft_bench_eager
+        elif base_name == "sdpa":
+            original = sdpa_attention_forward
+        else:
+            original = ALL_ATTENTION_FUNCTIONS[base_name]
+        prefix = getattr(module, "_peft_bench_prefix", None)
+        if prefix is None:
+            return original(module, query, key, value, attention_mask, **kwargs)
+        prefix_key, prefix_value = prefix  # [B, kv_heads, m, head_dim] each
+        m = prefix_key.shape[2]
+        key = torch.cat([prefix_key.to(key.dtype), key], dim=2)
+        value = torch.cat([prefix_value.to(value.dtype), value], dim=2)
+        batch, q_len = query.shape[0], query.shape[2]
+        if attention_mask is None and getattr(module, "is_causal", False) and q_len > 1:
+            causal = torch.ones(q_len, q_len, dtype=torch.bool, device=query.device).tril()
+            attention_mask = causal.view(1, 1, q_len, q_len)
+        if attention_mask is not None:
+            shape = (*attention_mask.shape[:-1], m)
+            if attention_mask.dtype == torch.bool:
+                block = torch.ones(shape, dtype=torch.bool, device=attention_mask.device)
+            else:
+                block = torch.zeros(shape, dtype=attention_mask.dtype, device=attention_mask.device)
+            attention_mask = torch.cat([block, attention_mask], dim=-1)
+            if attention_mask.shape[0] == 1 and batch > 1:
+                attention_mask = attention_mask.expand(batch, *attention_mask.shape[1:])
+        kwargs["is_causal"] = False
+        return original(module, query, key, value, attention_mask, **kwargs)
+
+    return attention
+
+
+def _enable_kv(model: nn.Module) -> list[nn.Module]:
+    """Route ``model``'s attention through the prefix function; return its self-attentions."""
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    model_type = model.config.model_type
+    attentions = _self_attentions(model)
+    layers = model.config.num_hidden_layers
+    if model_type in _NO_ATTENTION_INTERFACE or len(attentions) != layers:
+        raise UserError(
+            f"placement 'kv' does not support {type(model).__name__} ({model_type}): its attention "
+            "does not go through transformers' attention interface, so there is no place to join "
+            f"key/value prefixes. Placements that work here: "
+            f"{', '.join(p for p in supported_placements(model) if p != 'kv') or 'none'}"
+        )
+    base_name = model.config._attn_implementation or "eager"
+    if base_name.startswith(_KV_IMPLEMENTATION.format("")):
+        return attentions  # already routed (a reloaded model)
+    name = _KV_IMPLEMENTATION.format(base_name)
+    if name not in ALL_ATTENTION_FUNCTIONS:
+        ALL_ATTENTION_FUNCTIONS.register(name, _prefix_attention(base_name))
+        ALL_MASK_ATTENTION_FUNCTIONS.register(name, ALL_MASK_ATTENTION_FUNCTIONS[base_name])
+    if base_name == "eager":
+        import importlib
+
+        module = importlib.import_module(type(model).__module__)
+        for attention in attentions:
+            attention._peft_bench_eager = module.eager_attention_forward
+    model.config._attn_implementation = name
+    for sub in model.modules():  # sub-configs (if any) must agree
+        config = getattr(sub, "config", None)
+        if config is not None and config is not model.config:
+            config._attn_implementation = name
+    return attentions
+
+
+# --- the wrapper -----------------------------------------------------------------------------
+
+
+class PromptedModel(nn.Module):
+    """A frozen HF model with prompts injected by ``placement``.
+
+    ``prompts`` is a module whose ``forward()`` returns the prompt tensor:
+    ``[m, d]`` (input), ``[L, m, d]`` (hidden) or ``[L, 2, kv_heads, m, head_dim]`` (kv).
+    ``forward(input_ids [B, n], attention_mask [B, n], token_type_ids?)`` returns the HF output
+    whose ``.logits`` is ``[B, C]`` or ``[B, n, C]``: the input length, prompts excluded.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        prompts: nn.Module,
+        placement: Placement,
+        length: int,
+        position: Position = Position.KEEP,
+        dropout: float = 0.0,
+        token_level: bool = False,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.prompts = prompts
+        self.placement = Placement(placement)
+        self.position = Position(position)
+        self.length = length
+        self.dropout = nn.Dropout(dropout)
+        self.geometry = geometry(model.config)
+        self.slots = 0 if self.placement is Placement.KV else length
+        pad = model.config.pad_token_id
+        self.placeholder_id = 1 if pad == 0 else 0
+        self._current: torch.Tensor | None = None
+        self._handles: list[Any] = []
+        self._positions = _position_embedding(model)
+        self._attentions: list[nn.Module] = []
+        if self.placement is Placement.KV:
+            self._attentions = _enable_kv(model)
+        if self.slots and self.position is Position.KEEP and self._positions is None:
+            if model.config.model_type in _ROTARY_TYPES:
+                raise UserError(
+                    f"position 'keep' needs absolute position embeddings, and "
+                    f"{type(model).__name__} uses rotary positions (every token, prompt slots "
+                    "included, must take a position); use position 'shift', or placement 'kv'"
+                )
+        self._install_hooks(trim=token_level or not is_decoder(model))
+
+    # hooks ------------------------------------------------------------------------------
+
+    def _install_hooks(self, trim: bool) -> None:
+        model, m = self.model, self.slots
+        if self.placement is Placement.INPUT:
+            self._handles.append(
+                model.get_input_embeddings().register_forward_hook(self._swap_input_rows)
+            )
+        if self.placement is Placement.HIDDEN:
+            for index, layer in enumerate(_layers(model)):
+                self._handles.append(
+                    layer.register_forward_pre_hook(self._layer_hook(index), with_kwargs=True)
+                )
+        if m and self.position is Position.KEEP and self._positions is not None:
+            self._handles.append(self._positions.register_forward_hook(self._zero_slot_positions))
+        if m and trim:
+            self._handles.append(model.base_model.register_forward_hook(self._trim_slots))
+
+    def _swap_input_rows(self, module, args, output):
+        if self._current is None:
+            return output
+        batch = output.shape[0]
+        prompt = self._current.unsqueeze(0).expand(batch, -1, -1).to(output.dtype)
+        return torch.cat([prompt, output[:, self.slots :]], dim=1)
+
+    def _layer_hook(self, index: int):
+        def hook(module, args, kwargs):
+            if self._current is None:
+                return None
+            if args:
+                hidden, rest = args[0], args[1:]
+            else:
+                hidden, rest = kwargs["hidden_states"], ()
+            prompt = self._current[index].unsqueeze(0).expand(hidden.shape[0], -1, -1)
+            hidden = torch.cat([prompt.to(hidden.dtype), hidden[:, self.slots :]], dim=1)
+            if args:
+                return (hidden, *rest), kwargs
+            return args, {**kwargs, "hidden_states": hidden}
+
+        return hook
+
+    def _zero_slot_positions(self, module, args, output):
+        if self._current is None:
+            return output
+        keep = torch.ones(output.shape[-2], 1, dtype=output.dtype, device=output.device)
+        keep[: self.slots] = 0
+        return output * keep
+
+    def _trim_slots(self, module, args, output):
+        if self._current is None:
+            return output
+        hidden = output.last_hidden_state[:, self.slots :]
+        output.last_hidden_state = hidden
+        pooler = getattr(module, "pooler", None)
+        if pooler is not None and getattr(output, "pooler_output", None) is not None:
+            output.pooler_output = pooler(hidden)
+        return output
+
+    # forward ----------------------------------------------------------------------------
+
+    def _positions_keep(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Real tokens' positions as without prompts (RoBERTa style when the position embedding
+        has a padding index), with the slots at a valid index whose embedding is zeroed."""
+        batch, n = input_ids.shape
+        padding_idx = self._positions.padding_idx if self._positions is not None else None
+        if padding_idx is not None:
+            mask = input_ids.ne(self.model.config.pad_token_id).long()
+            real = torch.cumsum(mask, dim=1) * mask + padding_idx
+            first = padding_idx
+        else:
+            real = torch.arange(n, device=input_ids.device).expand(batch, n)
+            first = 0
+        slots = torch.full((batch, self.slots), first, dtype=torch.long, device=input_ids.device)
+        return torch.cat([slots, real], dim=1)
+
+    def prompt_tensor(self) -> torch.Tensor:
+        """The prompts as placed (after reparameterization and dropout)."""
+        return self.dropout(self.prompts())
+
+    @contextlib.contextmanager
+    def _injected(self, prompts: torch.Tensor, batch: int):
+        self._current = prompts
+        if self.placement is Placement.KV:
+            for index, attention in enumerate(self._attentions):
+                key, value = prompts[index, 0], prompts[index, 1]
+                attention._peft_bench_prefix = (
+                    key.unsqueeze(0).expand(batch, -1, -1, -1),
+                    value.unsqueeze(0).expand(batch, -1, -1, -1),
+                )
+        try:
+            yield
+        finally:
+            self._current = None
+            for attention in self._attentions:
+                attention._peft_bench_prefix = None
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        batch, n = input_ids.shape
+        device = input_ids.device
+        if attention_mask is None:
+            attention_mask = torch.ones(batch, n, dtype=torch.long, device=device)
+        if self.slots:
+            m = self.slots
+            placeholders = torch.full((batch, m), self.placeholder_id, device=device)
+            if self.position is Position.KEEP and self._positions is not None:
+                kwargs["position_ids"] = self._positions_keep(input_ids)
+            input_ids = torch.cat([placeholders.to(input_ids.dtype), input_ids], dim=1)
+            ones = torch.ones(batch, m, dtype=attention_mask.dtype, device=device)
+            attention_mask = torch.cat([ones, attention_mask], dim=1)
+            if token_type_ids is not None:
+                zeros = torch.zeros(batch, m, dtype=token_type_ids.dtype, device=device)
+                token_type_ids = torch.cat([zeros, token_type_ids], dim=1)
+        if token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids
+        with self._injected(self.prompt_tensor(), batch):
+            return self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)

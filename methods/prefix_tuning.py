@@ -1,0 +1,44 @@
+"""Prefix Tuning (Li & Liang 2021): key/value prefixes at every layer, trained through an MLP.
+
+The reparameterization is Embedding(m, d) → Linear(d, h) → tanh → Linear(h, 2·L·d). It is
+trained and counted at train time. On export it is merged away: the stored delta is the 2·L·m·d
+prefix. Defaults: m = 20; h = 512, the paper's MLP width; learning rate 5e-3, the top of the
+P-Tuning v2 scripts' range for prefix-projection runs. Li & Liang's 5e-5 is for GPT-2 generation
+over 5–10 epochs, far above our CPU budget.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from methods._prompt_method import PromptConfig, PromptMethod
+from methods.base import MethodConfig
+
+
+@dataclass(frozen=True)
+class PrefixTuningConfig(PromptConfig):
+    """Prefix Tuning hyperparameters."""
+
+    lr: float = field(default=5e-3, metadata={"help": "Learning rate of the prefix MLP."})
+    prefix_hidden: int = field(default=512, metadata={"help": "h, the MLP's hidden size."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.prefix_hidden < 1:
+            raise ValueError(f"prefix_hidden must be positive, got {self.prefix_hidden!r}")
+
+
+class PrefixTuning(PromptMethod):
+    """Per-layer key/value prefixes produced by an MLP over m prefix embeddings."""
+
+    name: ClassVar[str] = "prefix_tuning"
+    description: ClassVar[str] = "Prefix Tuning: MLP-reparameterized kv prefixes (2·L·m·d stored)."
+    config_cls: ClassVar[type[MethodConfig]] = PrefixTuningConfig
+    placement: ClassVar[str] = "kv"
+
+    def reparam_of(self) -> str:
+        return "mlp"
+
+    def encoder_hidden(self, hidden_size: int) -> int:
+        return self.config.prefix_hidden
