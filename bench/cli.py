@@ -8,6 +8,7 @@ message on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -52,7 +53,11 @@ def _key_values(text: str) -> dict[str, object]:
         key, sep, value = part.partition("=")
         if not sep or not key.strip():
             raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {part!r}")
-        out[key.strip()] = yaml.safe_load(value)
+        parsed = yaml.safe_load(value)
+        if isinstance(parsed, str):  # YAML reads "1e-2" as a string; numbers win here
+            with contextlib.suppress(ValueError):
+                parsed = float(parsed)
+        out[key.strip()] = parsed
     return out
 
 

@@ -228,7 +228,26 @@ def attach_data(tokenizer: Any, spec: TaskSpec, train_split: Any, examples: int 
     keywords = tokenizer(" ".join(spec.keywords), add_special_tokens=False)["input_ids"]
     rows = train_split.select(range(min(examples, len(train_split))))["input_ids"]
     sample = [token for row in rows for token in row if token not in special]
-    return AttachData(keyword_ids=list(keywords), sample_ids=sample)
+    return AttachData(
+        keyword_ids=list(keywords), sample_ids=sample, vocab_ids=ordinary_vocab_ids(tokenizer)
+    )
+
+
+def ordinary_vocab_ids(tokenizer: Any, limit: int = 5000) -> list[int]:
+    """The first ``limit`` vocabulary ids that are not special, reserved (``[unused12]``,
+    ``<extra_id_0>``) or byte-fallback tokens."""
+    special = set(tokenizer.all_special_ids)
+    out: list[int] = []
+    for start in range(0, len(tokenizer), 4096):
+        ids = range(start, min(start + 4096, len(tokenizer)))
+        for token_id, token in zip(ids, tokenizer.convert_ids_to_tokens(list(ids)), strict=True):
+            bracketed = token is not None and token[:1] in "[<" and token[-1:] in "]>"
+            reserved = token is None or bracketed
+            if token_id not in special and not reserved:
+                out.append(token_id)
+                if len(out) == limit:
+                    return out
+    return out
 
 
 def evaluate(

@@ -106,17 +106,15 @@ class PromptMethod(Method):
         width = width_for(placement, geo)
         embeddings = backbone.get_input_embeddings().weight.detach().float().cpu()
         generator = torch.Generator().manual_seed(int(torch.randint(2**31 - 1, (1,))))
-        text_ids = sample_ids = None
-        if data is not None:
-            text_ids = data.keyword_ids
-            sample_ids = data.sample_ids
+        data = data or AttachData()
         initial = initial_prompts(
             Init(cfg.init),
             cfg.prompt_length,
             embeddings,
             generator,
-            text_ids=text_ids,
-            sample_ids=sample_ids,
+            text_ids=data.keyword_ids,
+            sample_ids=data.sample_ids,
+            vocab_ids=data.vocab_ids,
         )
         reparam = self.reparam_of()
         if reparam == "none":

@@ -13,13 +13,20 @@ Three placements, chosen by :class:`Placement`:
     Per-layer key/value prefixes. They are joined to each self-attention's keys and values
     inside a registered ``transformers`` attention function, so the method does not depend on
     the model taking a cache argument. The attention mask gets the matching all-visible block.
-    Real tokens keep positions 0..n-1, and the usable length is not reduced.
+    Real tokens keep positions 0..n-1 (counted over real tokens in decoders, see below), and the
+    usable length is not reduced.
 
 Positions of input slots (``input``/``hidden``):
 - ``keep``: real tokens keep the positions they would have without prompts, and the slots add
   no absolute position embedding (the position-embedding output is zeroed at the slots).
 - ``shift``: slots take positions 0..m-1 and real tokens m..m+n-1, the model's own default,
   as in peft.
+
+Decoders (that take ``position_ids``) are often padded on the left (Llama's tokenizer does so by
+default). Their positions count real tokens only (the cumulative sum of the mask, as
+``generate`` does), so the padding a batch needs never moves a token's position relative to
+the position-free prefix keys or to the slots. On the right-padded batches of encoders this is
+what the models do anyway.
 
 Heads: for encoders, and for token classification, a hook on the base model drops the slots from
 ``last_hidden_state`` (and recomputes BERT's pooler on the real first token). Heads therefore read
@@ -30,6 +37,8 @@ non-pad token of the extended ids; the slots come first, so they need no trimmin
 from __future__ import annotations
 
 import contextlib
+import importlib
+import inspect
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -85,9 +94,22 @@ def is_decoder(model: nn.Module) -> bool:
 def supported_placements(model: nn.Module) -> list[str]:
     """The placements that work on ``model``'s architecture."""
     out = [Placement.INPUT.value, Placement.HIDDEN.value]
-    if model.config.model_type not in _NO_ATTENTION_INTERFACE:
+    if _uses_attention_interface(model):
         out.append(Placement.KV.value)
     return out
+
+
+def _uses_attention_interface(model: nn.Module) -> bool:
+    """Whether every layer's self-attention calls transformers' attention interface, where
+    :func:`_prefix_attention` joins the prefix. Modules that never import the interface
+    (DeBERTa, Falcon, Bloom, ...) compute attention themselves: a prefix would be ignored."""
+    if model.config.model_type in _NO_ATTENTION_INTERFACE:
+        return False
+    attentions = _self_attentions(model)
+    return len(attentions) == model.config.num_hidden_layers and all(
+        hasattr(importlib.import_module(type(a).__module__), "ALL_ATTENTION_FUNCTIONS")
+        for a in attentions
+    )
 
 
 def _layers(model: nn.Module) -> nn.ModuleList:
@@ -104,9 +126,9 @@ def _self_attentions(model: nn.Module) -> list[nn.Module]:
     found: dict[int, nn.Module] = {}
     for _, module in model.base_model.named_modules():
         name = type(module).__name__
-        if "Attention" in name and "Cross" not in name and hasattr(module, "layer_idx"):
-            if isinstance(module.layer_idx, int):
-                found.setdefault(module.layer_idx, module)
+        layer_idx = getattr(module, "layer_idx", None)
+        if "Attention" in name and "Cross" not in name and isinstance(layer_idx, int):
+            found.setdefault(layer_idx, module)
     return [found[i] for i in sorted(found)]
 
 
@@ -118,24 +140,27 @@ def _position_embedding(model: nn.Module) -> nn.Embedding | None:
     return module if isinstance(module, nn.Embedding) else None
 
 
+def _counted_positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """[B, T] positions that count real tokens only: 0, 1, ... from the first unmasked one
+    (pads before it take 0, pads after the last real token repeat its position)."""
+    return (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
+
+
 # --- kv placement through the attention interface --------------------------------------------
 
 _KV_IMPLEMENTATION = "peft_bench_prefix_{}"
+#: Implementations the prefix can wrap: both take a 4-D (bool or additive) mask and honour
+#: ``is_causal=False``. Flash kernels take a 2-D padding mask and flex a BlockMask.
+_KV_BASES = ("eager", "sdpa")
 
 
 def _prefix_attention(base_name: str):
     """An attention function that prepends the module's prefix to keys and values, then calls
     the model's original implementation (``sdpa``/``eager``) with the extended mask."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
     def attention(module, query, key, value, attention_mask, **kwargs):
-        if base_name == "eager":
-            original = module._peft_bench_eager
-        elif base_name == "sdpa":
-            original = sdpa_attention_forward
-        else:
-            original = ALL_ATTENTION_FUNCTIONS[base_name]
+        original = module._peft_bench_eager if base_name == "eager" else sdpa_attention_forward
         prefix = getattr(module, "_peft_bench_prefix", None)
         if prefix is None:
             return original(module, query, key, value, attention_mask, **kwargs)
@@ -168,27 +193,30 @@ def _enable_kv(model: nn.Module) -> list[nn.Module]:
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
     model_type = model.config.model_type
-    attentions = _self_attentions(model)
-    layers = model.config.num_hidden_layers
-    if model_type in _NO_ATTENTION_INTERFACE or len(attentions) != layers:
+    if not _uses_attention_interface(model):
         raise UserError(
             f"placement 'kv' does not support {type(model).__name__} ({model_type}): its attention "
             "does not go through transformers' attention interface, so there is no place to join "
             f"key/value prefixes. Placements that work here: "
             f"{', '.join(p for p in supported_placements(model) if p != 'kv') or 'none'}"
         )
+    attentions = _self_attentions(model)
     base_name = model.config._attn_implementation or "eager"
     if base_name.startswith(_KV_IMPLEMENTATION.format("")):
         return attentions  # already routed (a reloaded model)
+    if base_name not in _KV_BASES:
+        raise UserError(
+            f"placement 'kv' joins prefixes in front of the {' or '.join(_KV_BASES)} attention "
+            f"implementations, and {type(model).__name__} uses '{base_name}'; load the backbone "
+            "with attn_implementation='sdpa' (or 'eager'), or use placement input / hidden"
+        )
     name = _KV_IMPLEMENTATION.format(base_name)
     if name not in ALL_ATTENTION_FUNCTIONS:
         ALL_ATTENTION_FUNCTIONS.register(name, _prefix_attention(base_name))
         ALL_MASK_ATTENTION_FUNCTIONS.register(name, ALL_MASK_ATTENTION_FUNCTIONS[base_name])
     if base_name == "eager":
-        import importlib
-
-        module = importlib.import_module(type(model).__module__)
         for attention in attentions:
+            module = importlib.import_module(type(attention).__module__)
             attention._peft_bench_eager = module.eager_attention_forward
     model.config._attn_implementation = name
     for sub in model.modules():  # sub-configs (if any) must agree
@@ -232,18 +260,25 @@ class PromptedModel(nn.Module):
         pad = model.config.pad_token_id
         self.placeholder_id = 1 if pad == 0 else 0
         self._current: torch.Tensor | None = None
+        self._input_ids: torch.Tensor | None = None  # the extended ids of the running forward
+        self._swapped = False
         self._handles: list[Any] = []
         self._positions = _position_embedding(model)
+        #: decoders get positions counted over real tokens (left-padding safe); encoders and
+        #: models without a ``position_ids`` argument (ALiBi) keep their own default
+        self._count_positions = is_decoder(model) and (
+            "position_ids" in inspect.signature(model.forward).parameters
+        )
         self._attentions: list[nn.Module] = []
         if self.placement is Placement.KV:
             self._attentions = _enable_kv(model)
-        if self.slots and self.position is Position.KEEP and self._positions is None:
-            if model.config.model_type in _ROTARY_TYPES:
-                raise UserError(
-                    f"position 'keep' needs absolute position embeddings, and "
-                    f"{type(model).__name__} uses rotary positions (every token, prompt slots "
-                    "included, must take a position); use position 'shift', or placement 'kv'"
-                )
+        rotary = model.config.model_type in _ROTARY_TYPES
+        if self.slots and self.position is Position.KEEP and self._positions is None and rotary:
+            raise UserError(
+                f"position 'keep' needs absolute position embeddings, and "
+                f"{type(model).__name__} uses rotary positions (every token, prompt slots "
+                "included, must take a position); use position 'shift', or placement 'kv'"
+            )
         self._install_hooks(trim=token_level or not is_decoder(model))
 
     # hooks ------------------------------------------------------------------------------
@@ -264,9 +299,18 @@ class PromptedModel(nn.Module):
         if m and trim:
             self._handles.append(model.base_model.register_forward_hook(self._trim_slots))
 
+    def _is_input_lookup(self, ids: torch.Tensor) -> bool:
+        """Whether the embedding looks up the extended input ids (GPT-2 also embeds its
+        token_type_ids with the word embedding). Same storage first: no device sync."""
+        expected = self._input_ids
+        if ids.shape != expected.shape:
+            return False
+        return ids.data_ptr() == expected.data_ptr() or torch.equal(ids, expected)
+
     def _swap_input_rows(self, module, args, output):
-        if self._current is None:
+        if self._current is None or not self._is_input_lookup(args[0]):
             return output
+        self._swapped = True
         batch = output.shape[0]
         prompt = self._current.unsqueeze(0).expand(batch, -1, -1).to(output.dtype)
         return torch.cat([prompt, output[:, self.slots :]], dim=1)
@@ -306,15 +350,21 @@ class PromptedModel(nn.Module):
 
     # forward ----------------------------------------------------------------------------
 
-    def _positions_keep(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def _positions_keep(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
         """Real tokens' positions as without prompts (RoBERTa style when the position embedding
-        has a padding index), with the slots at a valid index whose embedding is zeroed."""
+        has a padding index; counted over real tokens in decoders), with the slots at a valid
+        index whose embedding is zeroed."""
         batch, n = input_ids.shape
         padding_idx = self._positions.padding_idx if self._positions is not None else None
         if padding_idx is not None:
             mask = input_ids.ne(self.model.config.pad_token_id).long()
             real = torch.cumsum(mask, dim=1) * mask + padding_idx
             first = padding_idx
+        elif self._count_positions:
+            real = _counted_positions(attention_mask)
+            first = 0
         else:
             real = torch.arange(n, device=input_ids.device).expand(batch, n)
             first = 0
@@ -326,8 +376,9 @@ class PromptedModel(nn.Module):
         return self.dropout(self.prompts())
 
     @contextlib.contextmanager
-    def _injected(self, prompts: torch.Tensor, batch: int):
-        self._current = prompts
+    def _injected(self, prompts: torch.Tensor, input_ids: torch.Tensor):
+        batch = input_ids.shape[0]
+        self._current, self._input_ids, self._swapped = prompts, input_ids, False
         if self.placement is Placement.KV:
             for index, attention in enumerate(self._attentions):
                 key, value = prompts[index, 0], prompts[index, 1]
@@ -338,7 +389,7 @@ class PromptedModel(nn.Module):
         try:
             yield
         finally:
-            self._current = None
+            self._current = self._input_ids = None
             for attention in self._attentions:
                 attention._peft_bench_prefix = None
 
@@ -357,14 +408,22 @@ class PromptedModel(nn.Module):
             m = self.slots
             placeholders = torch.full((batch, m), self.placeholder_id, device=device)
             if self.position is Position.KEEP and self._positions is not None:
-                kwargs["position_ids"] = self._positions_keep(input_ids)
+                kwargs["position_ids"] = self._positions_keep(input_ids, attention_mask)
             input_ids = torch.cat([placeholders.to(input_ids.dtype), input_ids], dim=1)
             ones = torch.ones(batch, m, dtype=attention_mask.dtype, device=device)
             attention_mask = torch.cat([ones, attention_mask], dim=1)
             if token_type_ids is not None:
                 zeros = torch.zeros(batch, m, dtype=token_type_ids.dtype, device=device)
                 token_type_ids = torch.cat([zeros, token_type_ids], dim=1)
+        if self._count_positions and "position_ids" not in kwargs:
+            kwargs["position_ids"] = _counted_positions(attention_mask)  # shift, or kv
         if token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
-        with self._injected(self.prompt_tensor(), batch):
-            return self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        with self._injected(self.prompt_tensor(), input_ids):
+            output = self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+            if self.placement is Placement.INPUT and not self._swapped:
+                raise RuntimeError(
+                    f"{type(self.model).__name__} never embedded the prompted input ids with its "
+                    "input embeddings: the input prompts were not placed"
+                )
+        return output

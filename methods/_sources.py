@@ -162,12 +162,15 @@ def initial_prompts(
     generator: torch.Generator,
     text_ids: list[int] | None = None,
     sample_ids: list[int] | None = None,
+    vocab_ids: list[int] | None = None,
 ) -> torch.Tensor:
     """``[m, d]`` starting vectors on the scale of the token embeddings.
 
     - ``random_uniform``: U(-0.5, 0.5), as in Lester et al. and P-Tuning v2's code.
-    - ``vocab_sample``: embeddings of m tokens drawn from the 5,000 most frequent ids (the
-      lowest ids after specials in WordPiece/BPE vocabularies), as in Lester et al.
+    - ``vocab_sample``: embeddings of m tokens drawn uniformly from the first 5,000 ordinary
+      tokens (``vocab_ids``: specials and BERT's ``[unused*]`` rows removed by the caller, who
+      has the tokenizer), a proxy for Lester et al.'s 5,000 most frequent tokens. Without
+      ``vocab_ids`` the 5,000 lowest ids are used.
     - ``text``: embeddings of the task's keywords, cycled to length m.
     - ``cluster``: k-means (k = m) centroids of the token embeddings of a few training examples.
     """
@@ -175,8 +178,12 @@ def initial_prompts(
     if init is Init.RANDOM_UNIFORM:
         return torch.rand(length, d, generator=generator) - 0.5
     if init is Init.VOCAB_SAMPLE:
-        top = min(5000, embeddings.shape[0])
-        ids = torch.randint(top, (length,), generator=generator)
+        pool = (
+            torch.tensor(vocab_ids[:5000])
+            if vocab_ids
+            else torch.arange(min(5000, embeddings.shape[0]))
+        )
+        ids = pool[torch.randint(len(pool), (length,), generator=generator)]
         return embeddings[ids].clone()
     if init is Init.TEXT:
         if not text_ids:
@@ -204,7 +211,9 @@ def direct_initial(
     """``[m, width]`` start for a direct (non-reparameterized) deep prompt.
 
     ``random_uniform`` is drawn fresh over the full width. Embedding-based inits (vocab, text,
-    cluster) are repeated once per layer (and per key/value), which needs width = k·d.
+    cluster) are tiled along the flat width, which needs width = k·d: once per layer (hidden),
+    once per layer and key/value (kv with d_kv = d; under grouped-query attention, d_kv < d,
+    one embedding spans several consecutive key/value prefixes).
     """
     if width == initial.shape[1]:
         return initial

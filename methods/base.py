@@ -93,11 +93,15 @@ class ParamCounts:
 
 @dataclass(frozen=True)
 class AttachData:
-    """What some methods need from the data when attaching: token ids of the task's keywords
-    (prompt init ``text``) and of a few training examples (prompt init ``cluster``)."""
+    """What some methods need from the tokenizer and data when attaching: token ids of the
+    task's keywords (prompt init ``text``), of a few training examples (``cluster``) and of the
+    ordinary vocabulary (``vocab_sample``)."""
 
     keyword_ids: list[int] = field(default_factory=list)
     sample_ids: list[int] = field(default_factory=list)
+    #: Ordinary vocabulary ids in id order (no special or ``[unused*]`` tokens), for
+    #: ``vocab_sample``.
+    vocab_ids: list[int] = field(default_factory=list)
 
 
 class Method(abc.ABC):
@@ -149,11 +153,11 @@ class Method(abc.ABC):
         """Names of the parameters this method trains (its delta before merging)."""
         return [name for name, p in model.named_parameters() if p.requires_grad]
 
-    def on_epoch_start(self, model: nn.Module, epoch: int) -> None:
+    def on_epoch_start(self, model: nn.Module, epoch: int) -> None:  # noqa: B027 (optional hook)
         """Called before each epoch (1-based); e.g. two-stage training switches stages here."""
 
-    def check_length(self, model: nn.Module, max_length: int) -> None:
-        """Raise ``UserError`` when ``max_length`` tokens do not fit beside the method's additions."""
+    def check_length(self, model: nn.Module, max_length: int) -> None:  # noqa: B027
+        """Raise ``UserError`` when ``max_length`` tokens don't fit beside the additions."""
 
     def trainable_state(self, model: nn.Module) -> dict[str, Tensor]:
         """Copies of the trained tensors, used to snapshot the best checkpoint in memory."""
