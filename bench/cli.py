@@ -129,6 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="evaluate on the selection split every N steps (default: per epoch)",
     )
     run.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+    run.add_argument(
+        "--save-delta",
+        action="store_true",
+        help="store each run's trained delta (safetensors, reparameterization "
+        "merged) under OUTPUT/deltas/",
+    )
     run.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -242,7 +248,9 @@ def command_run(args: argparse.Namespace) -> int:
     )
     preflight([r for r, s in zip(plan, statuses, strict=True) if s != records.STATUS_OK])
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    results = run_serial(plan, output, device=args.device, progress=not args.no_progress)
+    results = run_serial(
+        plan, output, device=args.device, progress=not args.no_progress, save_delta=args.save_delta
+    )
     rows = []
     for record in results:
         primary = record.get("primary") or {}

@@ -42,6 +42,10 @@ def record_path(output: Path, key: str) -> Path:
     return runs_dir(output) / f"{key}.json"
 
 
+def delta_path(output: Path, key: str) -> Path:
+    return output / "deltas" / f"{key}.safetensors"
+
+
 def index_path(output: Path) -> Path:
     return output / "index.jsonl"
 

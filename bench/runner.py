@@ -114,7 +114,11 @@ def preflight(plan: Sequence[RunSpec]) -> None:
 
 
 def execute_run(
-    run: RunSpec, output: Path, device: str | None = None, progress: bool = True
+    run: RunSpec,
+    output: Path,
+    device: str | None = None,
+    progress: bool = True,
+    save_delta: bool = False,
 ) -> dict[str, Any]:
     """Train ``run``, write its record atomically and append it to the index; return the record."""
     from bench.train import DivergedError, train_run
@@ -140,7 +144,8 @@ def execute_run(
     }
     started = time.perf_counter()
     try:
-        result = train_run(run, device=device, progress=progress)
+        delta = records.delta_path(output, run.key) if save_delta else None
+        result = train_run(run, device=device, progress=progress, delta_path=delta)
     except DivergedError as error:
         record.update(status="diverged", error=_error_info(error))
     except (KeyboardInterrupt, SystemExit):
@@ -160,7 +165,10 @@ def execute_run(
             peak_memory_bytes=result.peak_memory_bytes,
             device=result.device,
             max_length=result.max_length,
+            **result.extra,
         )
+    if save_delta and record["status"] == records.STATUS_OK:
+        record["delta_file"] = str(records.delta_path(output, run.key).relative_to(output))
     record["wall_time_s"] = time.perf_counter() - started
     record["finished_at"] = records.utc_now()
     records.atomic_write_json(records.record_path(output, run.key), record)
@@ -182,6 +190,7 @@ def run_serial(
     device: str | None = None,
     progress: bool = True,
     on_record: Callable[[dict[str, Any]], None] | None = None,
+    save_delta: bool = False,
 ) -> list[dict[str, Any]]:
     """Run every pending run of ``plan`` in this process; finished runs are skipped."""
     done = []
@@ -190,7 +199,7 @@ def run_serial(
         if existing and existing.get("status") == records.STATUS_OK:
             done.append(existing)
             continue
-        record = execute_run(run, output, device=device, progress=progress)
+        record = execute_run(run, output, device=device, progress=progress, save_delta=save_delta)
         if on_record:
             on_record(record)
         done.append(record)

@@ -11,6 +11,7 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.errors import UserError
@@ -85,8 +86,14 @@ def linear_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def train_run(run: RunSpec, device: str | None = None, progress: bool = True) -> RunResult:
-    """Train and evaluate one run; raises DivergedError on a NaN/inf loss."""
+def train_run(
+    run: RunSpec,
+    device: str | None = None,
+    progress: bool = True,
+    delta_path: Path | None = None,
+) -> RunResult:
+    """Train and evaluate one run; raises DivergedError on a NaN/inf loss. With ``delta_path``
+    the selected model's delta is saved there (safetensors)."""
     import torch
     from tqdm.auto import tqdm
 
@@ -123,6 +130,7 @@ def train_run(run: RunSpec, device: str | None = None, progress: bool = True) ->
     model = method.attach(backbone, spec, attach_data(tokenizer, spec, train_split)).to(device)
     method.check_length(model, max_length)
     params = method.parameter_counts(model)
+    method_info = method.describe(model)
     groups = method.param_groups(model, cfg)
     optimizer = torch.optim.AdamW(groups, fused=device.startswith("cuda"))
     train_loader = make_loader(
@@ -195,6 +203,10 @@ def train_run(run: RunSpec, device: str | None = None, progress: bool = True) ->
     train_seconds = time.perf_counter() - train_started - eval_seconds
 
     method.restore_state(model, best_state)
+    if delta_path is not None:
+        from bench.weights import save_delta
+
+        save_delta(delta_path, method, model, run)
     metrics: dict[str, dict[str, float]] = {}
     tick = time.perf_counter()
     for name, split in eval_splits.items():
@@ -217,6 +229,7 @@ def train_run(run: RunSpec, device: str | None = None, progress: bool = True) ->
         peak_memory_bytes=peak_memory_bytes(device),
         device=device_name(device),
         max_length=max_length,
+        extra={"method_info": method_info},
     )
 
 

@@ -189,6 +189,27 @@ class PromptMethod(Method):
                     f"'shift'; lower max_length to {available - model.slots} or use 'keep'"
                 )
 
+    def describe(self, model: nn.Module) -> dict[str, Any]:
+        from methods._prompting import Placement, Position, is_decoder
+
+        placement = self._placement()
+        if placement is Placement.KV:
+            positions = "real tokens keep positions 0..n-1; the prefix takes no position"
+        elif model.position is Position.KEEP:
+            positions = "keep: real tokens keep 0..n-1; prompt slots add no position embedding"
+        else:
+            positions = "shift: prompt slots take 0..m-1, real tokens m..m+n-1"
+        return {
+            "placement": placement.value,
+            "reparam": self.reparam_of(),
+            "prompt_length": self.config.prompt_length,
+            "positions": positions,
+            "input_slots": model.slots,
+            "head_reads": "every real token"
+            if model.token_level
+            else ("the last real token" if is_decoder(model.model) else "the real first token"),
+        }
+
     # accounting and export ---------------------------------------------------------------
 
     def parameter_counts(self, model: nn.Module) -> ParamCounts:

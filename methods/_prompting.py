@@ -279,6 +279,7 @@ class PromptedModel(nn.Module):
                 f"{type(model).__name__} uses rotary positions (every token, prompt slots "
                 "included, must take a position); use position 'shift', or placement 'kv'"
             )
+        self.token_level = token_level
         self._install_hooks(trim=token_level or not is_decoder(model))
 
     # hooks ------------------------------------------------------------------------------

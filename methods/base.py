@@ -159,6 +159,10 @@ class Method(abc.ABC):
     def check_length(self, model: nn.Module, max_length: int) -> None:  # noqa: B027
         """Raise ``UserError`` when ``max_length`` tokens don't fit beside the additions."""
 
+    def describe(self, model: nn.Module) -> dict[str, Any]:
+        """Facts about the attached model that a run record should keep (placement, positions)."""
+        return {}
+
     def trainable_state(self, model: nn.Module) -> dict[str, Tensor]:
         """Copies of the trained tensors, used to snapshot the best checkpoint in memory."""
         names = set(self.trained_names(model))

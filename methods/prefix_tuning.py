@@ -2,9 +2,11 @@
 
 The reparameterization is Embedding(m, d) → Linear(d, h) → tanh → Linear(h, 2·L·d). It is
 trained and counted at train time. On export it is merged away: the stored delta is the 2·L·m·d
-prefix. Defaults: m = 20; h = 512, the paper's MLP width; learning rate 5e-3, the top of the
-P-Tuning v2 scripts' range for prefix-projection runs. Li & Liang's 5e-5 is for GPT-2 generation
-over 5–10 epochs, far above our CPU budget.
+prefix. Defaults: m = 20; h = 512, the paper's MLP width; learning rate 1e-3. That is between
+Li & Liang's 5e-5 (GPT-2 generation over 5–10 epochs, far above a CPU budget) and the 5e-3 of the
+P-Tuning v2 scripts. Measured on MiniLM, SST-2, 4,000 sentences and 2 epochs: 5e-3 pushed the
+MLP's prefixes to dominate attention and the model stayed at the majority class (0.509 dev
+accuracy); 1e-3 reached 0.80.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from methods.base import MethodConfig
 class PrefixTuningConfig(PromptConfig):
     """Prefix Tuning hyperparameters."""
 
-    lr: float = field(default=5e-3, metadata={"help": "Learning rate of the prefix MLP."})
+    lr: float = field(default=1e-3, metadata={"help": "Learning rate of the prefix MLP."})
     prefix_hidden: int = field(default=512, metadata={"help": "h, the MLP's hidden size."})
 
     def __post_init__(self) -> None:

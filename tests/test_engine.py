@@ -363,3 +363,42 @@ def test_offline_hub_dataset_points_at_data_dir() -> None:
     with pytest.raises(UserError, match="--data-dir"):
         load_task(get_task("rte"), None)
     assert time.perf_counter() - started < 20
+
+
+@pytest.mark.parametrize("method", ["p_tuning_v2", "p_tuning", "full_finetune"])
+def test_saved_delta_reproduces_the_recorded_metrics(
+    tiny_bert_dir, tiny_data_dir, tmp_path, method
+) -> None:
+    from bench.train import evaluate
+    from bench.weights import load_trained, read_delta
+
+    out_dir = tmp_path / "results"
+    code = main(["run", "--methods", method, "--backbone", str(tiny_bert_dir), "--data-dir",
+                 str(tiny_data_dir), "--output", str(out_dir), "--epochs", "2", "--batch-size",
+                 "8", "--tasks", "sst2", "--seeds", "3,", "--no-progress", "--save-delta",
+                 "--method-args", "reparam=mlp" if method == "p_tuning_v2" else ""])
+    assert code == 0
+    (entry,) = records.read_index(out_dir)
+    record = records.read_record(out_dir, entry["key"])
+    path = out_dir / record["delta_file"]
+    tensors, metadata = read_delta(path)
+    assert metadata["method"] == method and metadata["run_key"] == entry["key"]
+    assert sum(t.numel() for t in tensors.values()) == record["params"]["stored"]
+
+    spec = get_task("sst2")
+    ref = resolve_backbone(str(tiny_bert_dir))
+    tokenizer = load_tokenizer(ref, spec)
+    dev = tokenize_task(load_task(spec, str(tiny_data_dir)), tokenizer, ref.identity,
+                        record["max_length"])["validation"].to_list()
+    model = load_trained(path)
+    metrics = evaluate(model, dev, spec, Collator(tokenizer), TrainConfig(), "cpu", progress=False)
+    assert metrics == record["metrics"]["validation"]
+
+
+def test_non_safetensors_delta_is_refused(tmp_path) -> None:
+    from bench.weights import read_delta
+
+    bogus = tmp_path / "delta.safetensors"
+    bogus.write_bytes(b"\x80\x04K\x01.")  # a pickle
+    with pytest.raises(UserError, match="not a safetensors"):
+        read_delta(bogus)
