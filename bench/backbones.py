@@ -179,12 +179,3 @@ def load_backbone(ref: BackboneRef, task: TaskSpec, pad_token_id: int | None) ->
     # and must be trained, never frozen: methods read this set.
     model.peft_bench_new_parameters = frozenset(info.get("missing_keys", ()))
     return model
-
-
-def split_head_and_backbone(model: nn.Module) -> tuple[int, int]:
-    """(head, backbone) parameter counts: the backbone is ``model.base_model``; the rest is head."""
-    base = model.base_model
-    base_ids = {id(p) for p in base.parameters()}
-    backbone = sum(p.numel() for p in base.parameters())
-    head = sum(p.numel() for p in model.parameters() if id(p) not in base_ids)
-    return head, backbone

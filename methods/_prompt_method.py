@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from bench.errors import UserError
-from methods.base import AttachData, Method, MethodConfig, ParamCounts
+from methods.base import AttachData, Method, MethodConfig, ParamCounts, head_parameter_names
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -264,11 +264,3 @@ class PromptMethod(Method):
                 if key.startswith("head."):
                     named[key[len("head.") :]].copy_(value)
         return model
-
-
-def head_parameter_names(model: nn.Module) -> set[str]:
-    """The task head: parameters outside ``base_model``, plus any base parameter the checkpoint
-    did not contain (e.g. a pooler that ``from_pretrained`` initialised at random)."""
-    base_ids = {id(p) for p in model.base_model.parameters()}
-    new = set(getattr(model, "peft_bench_new_parameters", ()))
-    return {n for n, p in model.named_parameters() if id(p) not in base_ids or n in new}

@@ -176,3 +176,11 @@ class Method(abc.ABC):
         with torch.no_grad():
             for name, value in state.items():
                 params[name].copy_(value)
+
+
+def head_parameter_names(model: nn.Module) -> set[str]:
+    """The task head: parameters outside ``base_model``, plus any base parameter the checkpoint
+    did not contain (e.g. a pooler that ``from_pretrained`` initialised at random)."""
+    base_ids = {id(p) for p in model.base_model.parameters()}
+    new = set(getattr(model, "peft_bench_new_parameters", ()))
+    return {n for n, p in model.named_parameters() if id(p) not in base_ids or n in new}

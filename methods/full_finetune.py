@@ -9,8 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from bench.backbones import split_head_and_backbone
-from methods.base import AttachData, Method, MethodConfig, ParamCounts
+from methods.base import AttachData, Method, MethodConfig, ParamCounts, head_parameter_names
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -69,7 +68,10 @@ class FullFinetune(Method):
         return decay_groups(named, self.config.lr, train.weight_decay)
 
     def parameter_counts(self, model: nn.Module) -> ParamCounts:
-        head, backbone = split_head_and_backbone(model)
+        head_names = head_parameter_names(model)
+        named = dict(model.named_parameters())
+        head = sum(named[n].numel() for n in head_names)
+        backbone = sum(p.numel() for n, p in named.items() if n not in head_names)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         stored = sum(t.numel() for t in self.export(model).values())
         return ParamCounts(

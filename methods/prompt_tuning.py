@@ -1,8 +1,12 @@
 """Prompt Tuning (Lester et al. 2021): m trainable soft tokens at the input, nothing else.
 
-Stored: m·d (+ the task head). Defaults: m = 20 (Lester et al. use 1-150, 20 is in their sweet
-spot); ``vocab_sample`` initialisation, which beat random init in their ablation; learning rate
-3e-2, from peft's prompt-tuning examples with AdamW (Lester et al. use 0.3 with Adafactor).
+Stored: m·d (+ the task head). Defaults:
+- m = 20: Lester et al. use 1–150, and 20 is in their sweet spot.
+- ``vocab_sample`` initialisation, which beat random init in their ablation.
+- Prompt learning rate 3e-2, from peft's prompt-tuning examples with AdamW (Lester et al. use 0.3
+  with Adafactor).
+- Head learning rate 1e-2. Measured on MiniLM, SST-2, 4,000 sentences and 2 epochs: head 1e-3
+  gave 0.695 dev accuracy, head 1e-2 gave 0.717, and a prompt learning rate of 0.1 gave 0.718.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ class PromptTuningConfig(PromptConfig):
 
     lr: float = field(default=3e-2, metadata={"help": "Learning rate of the soft prompt."})
     head_lr: float | None = field(
-        default=1e-3, metadata={"help": "Learning rate of the task head."}
+        default=1e-2, metadata={"help": "Learning rate of the task head."}
     )
     init: str = field(default="vocab_sample", metadata={"help": "Prompt initialisation."})
 

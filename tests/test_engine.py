@@ -373,10 +373,31 @@ def test_saved_delta_reproduces_the_recorded_metrics(
     from bench.weights import load_trained, read_delta
 
     out_dir = tmp_path / "results"
-    code = main(["run", "--methods", method, "--backbone", str(tiny_bert_dir), "--data-dir",
-                 str(tiny_data_dir), "--output", str(out_dir), "--epochs", "2", "--batch-size",
-                 "8", "--tasks", "sst2", "--seeds", "3,", "--no-progress", "--save-delta",
-                 "--method-args", "reparam=mlp" if method == "p_tuning_v2" else ""])
+    code = main(
+        [
+            "run",
+            "--methods",
+            method,
+            "--backbone",
+            str(tiny_bert_dir),
+            "--data-dir",
+            str(tiny_data_dir),
+            "--output",
+            str(out_dir),
+            "--epochs",
+            "2",
+            "--batch-size",
+            "8",
+            "--tasks",
+            "sst2",
+            "--seeds",
+            "3,",
+            "--no-progress",
+            "--save-delta",
+            "--method-args",
+            "reparam=mlp" if method == "p_tuning_v2" else "",
+        ]
+    )
     assert code == 0
     (entry,) = records.read_index(out_dir)
     record = records.read_record(out_dir, entry["key"])
@@ -388,8 +409,9 @@ def test_saved_delta_reproduces_the_recorded_metrics(
     spec = get_task("sst2")
     ref = resolve_backbone(str(tiny_bert_dir))
     tokenizer = load_tokenizer(ref, spec)
-    dev = tokenize_task(load_task(spec, str(tiny_data_dir)), tokenizer, ref.identity,
-                        record["max_length"])["validation"].to_list()
+    dev = tokenize_task(
+        load_task(spec, str(tiny_data_dir)), tokenizer, ref.identity, record["max_length"]
+    )["validation"].to_list()
     model = load_trained(path)
     metrics = evaluate(model, dev, spec, Collator(tokenizer), TrainConfig(), "cpu", progress=False)
     assert metrics == record["metrics"]["validation"]
