@@ -108,7 +108,9 @@ def _directory_digest(directory: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def _offline_error(ref: BackboneRef, error: Exception) -> UserError:
+def _load_error(ref: BackboneRef, error: Exception) -> UserError:
+    if ref.is_local:
+        return UserError(f"could not load backbone '{ref.name}' from {ref.location}: {error}")
     return UserError(
         f"could not load backbone '{ref.name}' ({ref.location}): {error}\n"
         "If you are offline, the Hugging Face Hub is unreachable and the model is not cached: "
@@ -132,7 +134,11 @@ def load_tokenizer(ref: BackboneRef, task: TaskSpec) -> PreTrainedTokenizerBase:
             kwargs["add_prefix_space"] = True
         tokenizer = AutoTokenizer.from_pretrained(ref.location, use_fast=True, **kwargs)
     except OSError as error:
-        raise _offline_error(ref, error) from None
+        raise _load_error(ref, error) from None
+    except ValueError as error:  # e.g. a config.json without model_type
+        raise UserError(
+            f"backbone '{ref.name}' ({ref.location}) cannot be loaded: {error}"
+        ) from None
     if not tokenizer.is_fast:
         raise UserError(f"backbone '{ref.name}' has no fast tokenizer (word alignment needs one)")
     if tokenizer.pad_token is None:
@@ -170,7 +176,7 @@ def load_backbone(ref: BackboneRef, task: TaskSpec, pad_token_id: int | None) ->
     try:
         model, info = auto.from_pretrained(ref.location, output_loading_info=True, **kwargs)
     except OSError as error:
-        raise _offline_error(ref, error) from None
+        raise _load_error(ref, error) from None
     except ValueError as error:  # e.g. an architecture without this head
         raise UserError(f"backbone '{ref.name}' cannot be used for {kind}: {error}") from None
     if model.config.pad_token_id is None:

@@ -53,7 +53,10 @@ def _key_values(text: str) -> dict[str, object]:
         key, sep, value = part.partition("=")
         if not sep or not key.strip():
             raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {part!r}")
-        parsed = yaml.safe_load(value)
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise argparse.ArgumentTypeError(f"cannot read the value of {part!r}") from None
         if isinstance(parsed, str):  # YAML reads "1e-2" as a string; numbers win here
             with contextlib.suppress(ValueError):
                 parsed = float(parsed)
@@ -163,8 +166,15 @@ def command_list(what: str) -> int:
     if what == "methods":
         from methods import get_method, method_names
 
-        rows = [(name, get_method(name).description) for name in method_names()]
-        print(tabulate(rows, headers=["method", "description"]))
+        rows = [
+            (
+                name,
+                "comparison row (run when named)" if get_method(name).comparison else "default",
+                get_method(name).description,
+            )
+            for name in method_names()
+        ]
+        print(tabulate(rows, headers=["method", "in sweeps", "description"]))
     elif what == "tasks":
         from tasks import get_task, task_names
 
@@ -218,9 +228,13 @@ def command_run(args: argparse.Namespace) -> int:
             train[key] = getattr(args, option)
     if args.data_dir and not Path(args.data_dir).expanduser().is_dir():
         raise UserError(f"--data-dir {args.data_dir} is not a directory")
+    if args.device and not args.dry_run:
+        from bench.train import pick_device
+
+        pick_device(args.device)
     request = PlanRequest(
         tasks=args.tasks or list(suite.tasks),
-        methods=args.methods or list(suite.methods) or method_names(),
+        methods=args.methods or list(suite.methods) or method_names(include_comparison=False),
         seeds=parse_seeds(args.seeds),
         backbones=args.backbone,
         data_dir=args.data_dir,
@@ -247,6 +261,7 @@ def command_run(args: argparse.Namespace) -> int:
         f"{len(plan)} runs planned, {done} already done; records in {output}/runs/", file=sys.stderr
     )
     preflight([r for r, s in zip(plan, statuses, strict=True) if s != records.STATUS_OK])
+    records.ensure_writable(output)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     results = run_serial(
         plan, output, device=args.device, progress=not args.no_progress, save_delta=args.save_delta

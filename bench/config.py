@@ -46,6 +46,10 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
+        for name in ["val_fraction", "warmup_ratio", "weight_decay", "max_grad_norm"]:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise UserError(f"{name} must be a number, got {value!r}")
         positive = ["epochs", "batch_size", "eval_batch_size"]
         for name in positive:
             value = getattr(self, name)
@@ -53,9 +57,15 @@ class TrainConfig:
                 raise UserError(f"{name} must be a positive integer, got {value!r}")
         for name in ["max_train_samples", "max_eval_samples", "max_length"]:
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
+            if value is not None and (
+                not isinstance(value, int) or isinstance(value, bool) or value < 1
+            ):
                 raise UserError(f"{name} must be a positive integer or None, got {value!r}")
-        if not isinstance(self.eval_every, int) or self.eval_every < 0:
+        if (
+            not isinstance(self.eval_every, int)
+            or isinstance(self.eval_every, bool)
+            or (self.eval_every < 0)
+        ):
             raise UserError(f"eval_every must be an integer >= 0, got {self.eval_every!r}")
         if not 0.0 < self.val_fraction < 1.0:
             raise UserError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
@@ -70,7 +80,10 @@ class TrainConfig:
         unknown = sorted(set(values) - allowed)
         if unknown:
             raise UserError(f"unknown training key(s) {unknown}; allowed keys: {sorted(allowed)}")
-        return cls(**values)
+        try:
+            return cls(**values)
+        except TypeError as error:  # e.g. a string where a number belongs
+            raise UserError(f"invalid training config {values}: {error}") from None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

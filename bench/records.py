@@ -50,6 +50,18 @@ def index_path(output: Path) -> Path:
     return output / "index.jsonl"
 
 
+def ensure_writable(output: Path) -> None:
+    """Create ``output/runs`` and prove it writable, before any run trains (UserError if not)."""
+    from bench.errors import UserError
+
+    try:
+        runs_dir(output).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=runs_dir(output)):
+            pass
+    except OSError as error:
+        raise UserError(f"--output {output} cannot hold run records: {error}") from None
+
+
 def _clean(value: Any) -> Any:
     """JSON-safe: NaN/inf floats become None (strict JSON has no NaN)."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -78,7 +90,8 @@ def atomic_write_json(path: Path, payload: dict[str, Any]) -> None:
 
 
 def append_index(output: Path, record: dict[str, Any]) -> None:
-    """Append a one-line summary of ``record`` to the index (one ``write`` call per line)."""
+    """Append a one-line summary of ``record`` to the index (one ``write`` call per line).
+    Every attempt gets a line; for a key that was retried, the last line is current."""
     summary = {
         k: record.get(k)
         for k in ("key", "status", "task", "method", "seed", "backbone", "finished_at")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,9 +65,9 @@ def build_plan(request: PlanRequest) -> list[RunSpec]:
     from methods import get_method
     from tasks import get_task
 
-    specs = [get_task(name) for name in request.tasks]
-    method_classes = [get_method(name) for name in request.methods]
-    refs = [resolve_backbone(name) for name in request.backbones]
+    specs = [get_task(name) for name in _unique(request.tasks)]
+    method_classes = [get_method(name) for name in _unique(request.methods)]
+    refs = [resolve_backbone(name) for name in _unique(request.backbones)]
     train = TrainConfig.from_dict(request.train)
     identities = {spec.name: data_identity(spec, request.data_dir) for spec in specs}
     plan = []
@@ -92,6 +92,11 @@ def build_plan(request: PlanRequest) -> list[RunSpec]:
                         )
                     )
     return plan
+
+
+def _unique(names: Sequence[str]) -> list[str]:
+    """``names`` without repeats, in order (``--tasks rte,rte`` plans rte once)."""
+    return list(dict.fromkeys(names))
 
 
 def status_of(output: Path, run: RunSpec) -> str:
@@ -148,8 +153,8 @@ def execute_run(
         result = train_run(run, device=device, progress=progress, delta_path=delta)
     except DivergedError as error:
         record.update(status="diverged", error=_error_info(error))
-    except (KeyboardInterrupt, SystemExit):
-        raise
+    except (KeyboardInterrupt, SystemExit, UserError):
+        raise  # bad input (e.g. a mode the backbone cannot run) stops the sweep, writes nothing
     except Exception as error:  # isolation: one broken run must not stop the sweep
         record.update(status="failed", error=_error_info(error))
     else:
@@ -189,18 +194,16 @@ def run_serial(
     output: Path,
     device: str | None = None,
     progress: bool = True,
-    on_record: Callable[[dict[str, Any]], None] | None = None,
     save_delta: bool = False,
 ) -> list[dict[str, Any]]:
     """Run every pending run of ``plan`` in this process; finished runs are skipped."""
     done = []
     for run in plan:
         existing = records.read_record(output, run.key)
-        if existing and existing.get("status") == records.STATUS_OK:
+        finished = existing and existing.get("status") == records.STATUS_OK
+        if finished and not (save_delta and "delta_file" not in existing):
             done.append(existing)
             continue
         record = execute_run(run, output, device=device, progress=progress, save_delta=save_delta)
-        if on_record:
-            on_record(record)
         done.append(record)
     return done

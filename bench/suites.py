@@ -69,10 +69,6 @@ def builtin_suites() -> dict[str, Suite]:
     return {path.stem: _read(path) for path in sorted(SUITES_DIR.glob("*.yaml"))}
 
 
-def suite_names() -> list[str]:
-    return sorted(builtin_suites())
-
-
 def get_suite(name_or_path: str) -> Suite:
     """A shipped suite by name, or a suite YAML file by path."""
     if name_or_path in builtin_suites():

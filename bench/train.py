@@ -190,6 +190,8 @@ def train_run(
                 curve.append(point)
                 running, count = 0.0, 0
                 score = scores[spec.primary_metric]
+                if math.isnan(score):
+                    score = -math.inf  # e.g. Pearson of constant predictions: never preferred
                 if score > best["score"] or best_state is None:
                     best = {
                         "score": score,

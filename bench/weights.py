@@ -22,8 +22,8 @@ if TYPE_CHECKING:
     from methods import Method
 
 
-def save_delta(path: Path, method: Method, model: nn.Module, run: RunSpec) -> int:
-    """Write the run's delta to ``path`` atomically; return the number of stored parameters."""
+def save_delta(path: Path, method: Method, model: nn.Module, run: RunSpec) -> None:
+    """Write the run's delta to ``path`` atomically."""
     from safetensors.torch import save_file
 
     delta = method.export(model)
@@ -39,7 +39,6 @@ def save_delta(path: Path, method: Method, model: nn.Module, run: RunSpec) -> in
     tmp = path.with_name(f".{path.name}.tmp")
     save_file(delta, str(tmp), metadata=metadata)
     os.replace(tmp, path)
-    return sum(t.numel() for t in delta.values())
 
 
 def read_delta(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
@@ -70,6 +69,12 @@ def load_trained(path: Path, backbone: str | None = None) -> nn.Module:
         raise UserError(f"delta file {path} lacks metadata {sorted(missing)}")
     spec = get_task(metadata["task"])
     ref = resolve_backbone(backbone or metadata["backbone"])
+    expected = metadata.get("backbone_identity")
+    if expected and ref.identity != expected:
+        raise UserError(
+            f"delta file {path} was trained on backbone {expected}, but '{ref.name}' is "
+            f"{ref.identity}; pass the same backbone (backbone=...)"
+        )
     tokenizer = load_tokenizer(ref, spec)
     method = build_method(metadata["method"], json.loads(metadata["method_config"]))
     model = method.load(load_backbone(ref, spec, tokenizer.pad_token_id), spec, tensors)

@@ -43,9 +43,10 @@ def _registry() -> dict[str, type[Method]]:
     return found
 
 
-def method_names() -> list[str]:
-    """Registered method names, sorted."""
-    return sorted(_registry())
+def method_names(include_comparison: bool = True) -> list[str]:
+    """Registered method names, sorted; ``include_comparison=False`` leaves out comparison rows
+    (other libraries' implementations, run only when named)."""
+    return sorted(n for n, cls in _registry().items() if include_comparison or not cls.comparison)
 
 
 def get_method(name: str) -> type[Method]:

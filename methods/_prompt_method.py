@@ -10,7 +10,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from bench.errors import UserError
-from methods.base import AttachData, Method, MethodConfig, ParamCounts, head_parameter_names
+from methods.base import (
+    AttachData,
+    Method,
+    MethodConfig,
+    ParamCounts,
+    check_positive_int,
+    head_parameter_names,
+)
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -52,10 +59,7 @@ class PromptConfig(MethodConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not isinstance(self.prompt_length, int) or self.prompt_length < 1:
-            raise ValueError(
-                f"prompt_length must be a positive integer, got {self.prompt_length!r}"
-            )
+        check_positive_int(self.prompt_length, "prompt_length")
         if self.init not in INITS:
             raise ValueError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
         if self.position not in POSITIONS:
@@ -66,7 +70,11 @@ class PromptConfig(MethodConfig):
             raise ValueError(f"prompt_dropout must be in [0, 1), got {self.prompt_dropout!r}")
         if self.head_lr is not None and not self.head_lr > 0:
             raise ValueError(f"head_lr must be > 0 or None, got {self.head_lr!r}")
-        if not isinstance(self.head_only_epochs, int) or self.head_only_epochs < 0:
+        if (
+            not isinstance(self.head_only_epochs, int)
+            or isinstance(self.head_only_epochs, bool)
+            or self.head_only_epochs < 0
+        ):
             raise ValueError(
                 f"head_only_epochs must be an integer >= 0, got {self.head_only_epochs!r}"
             )

@@ -22,6 +22,12 @@ if TYPE_CHECKING:
     from tasks import TaskSpec
 
 
+def check_positive_int(value: Any, name: str) -> None:
+    """ValueError unless ``value`` is an int >= 1 (booleans are not integers here)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
 @dataclass(frozen=True)
 class MethodConfig:
     """Base class of every method's hyperparameters (a frozen dataclass, validated on creation).
@@ -35,7 +41,7 @@ class MethodConfig:
     )
 
     def __post_init__(self) -> None:
-        if not self.lr > 0:
+        if isinstance(self.lr, bool) or not isinstance(self.lr, int | float) or not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
 
     @classmethod
@@ -117,8 +123,8 @@ class Method(abc.ABC):
     name: ClassVar[str]
     description: ClassVar[str]
     config_cls: ClassVar[type[MethodConfig]] = MethodConfig
-    #: True for methods that leave every backbone weight bit-identical.
-    freezes_backbone: ClassVar[bool] = True
+    #: Comparison rows (another library's implementation) are run only when asked for by name.
+    comparison: ClassVar[bool] = False
 
     def __init__(self, config: MethodConfig | None = None) -> None:
         self.config = config if config is not None else self.config_cls()

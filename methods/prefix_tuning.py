@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from methods._prompt_method import PromptConfig, PromptMethod
-from methods.base import MethodConfig
+from methods.base import MethodConfig, check_positive_int
 
 
 @dataclass(frozen=True)
@@ -27,8 +27,7 @@ class PrefixTuningConfig(PromptConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.prefix_hidden < 1:
-            raise ValueError(f"prefix_hidden must be positive, got {self.prefix_hidden!r}")
+        check_positive_int(self.prefix_hidden, "prefix_hidden")
 
 
 class PrefixTuning(PromptMethod):

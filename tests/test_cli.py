@@ -128,3 +128,86 @@ def test_dry_run_prints_the_plan_and_writes_nothing(
     assert code == 0
     assert "4 runs planned, 0 already done" in out
     assert not out_dir.exists()
+
+
+def test_default_sweep_leaves_out_comparison_rows(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--dry-run", "--tasks", "rte", "--seeds", "1"]) == 0
+    out = capsys.readouterr().out
+    for method in ["full_finetune", "prompt_tuning", "p_tuning", "p_tuning_v2", "prefix_tuning"]:
+        assert f" {method} " in out
+    assert "peft_" not in out
+    assert "5 runs planned" in out
+
+
+def test_repeated_names_are_planned_once(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [
+        "run",
+        "--dry-run",
+        "--tasks",
+        "rte,rte",
+        "--methods",
+        "full_finetune,full_finetune",
+        "--seeds",
+        "1",
+    ]
+    assert main(argv) == 0
+    assert "1 runs planned" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--method-args", "init=[a"], "cannot read the value"),
+        (["--method-args", "prompt_length"], "expected KEY=VALUE"),
+        (["--methods", "p_tuning_v2", "--method-args", "injection=deep"], "injection must be"),
+        (["--methods", "prompt_tuning", "--method-args", "prompt_length=true"], "prompt_length"),
+        (["--methods", "p_tuning", "--method-args", "lr=fast"], "lr"),
+    ],
+)
+def test_bad_method_args(argv, expected, capsys: pytest.CaptureFixture[str]) -> None:
+    try:
+        code = main(["run", "--dry-run", "--tasks", "rte", "--seeds", "1", *argv])
+    except SystemExit as exit_info:  # argparse rejects malformed KEY=VALUE itself
+        code = exit_info.code
+    assert code == 2
+    assert expected in capsys.readouterr().err
+
+
+def test_device_and_output_are_checked_before_training(
+    tiny_bert_dir, tiny_data_dir, tmp_path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    base = [
+        "run",
+        "--tasks",
+        "sst2",
+        "--methods",
+        "full_finetune",
+        "--seeds",
+        "1,",
+        "--backbone",
+        str(tiny_bert_dir),
+        "--data-dir",
+        str(tiny_data_dir),
+    ]
+    if not torch.cuda.is_available():
+        assert main([*base, "--device", "cuda", "--output", str(tmp_path / "a")]) == 2
+        assert "CUDA is not available" in capsys.readouterr().err
+        assert not (tmp_path / "a" / "runs").exists()
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    assert main([*base, "--output", str(blocker)]) == 2
+    assert "cannot hold run records" in capsys.readouterr().err
+
+
+def test_suite_file_with_bad_types(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    suite = tmp_path / "mine.yaml"
+    suite.write_text("tasks: [rte]\ntrain: {val_fraction: abc}\n")
+    assert main(["run", "--dry-run", "--suite", str(suite), "--seeds", "1"]) == 2
+    assert "val_fraction" in capsys.readouterr().err
+    suite.write_text("tasks: [rte]\ntrain: {max_train_samples: true}\n")
+    assert main(["run", "--dry-run", "--suite", str(suite), "--seeds", "1"]) == 2
+    suite.write_text("tasks: [rte]\nepochs: 3\n")
+    assert main(["run", "--dry-run", "--suite", str(suite), "--seeds", "1"]) == 2
+    assert "allowed" in capsys.readouterr().err

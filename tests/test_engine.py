@@ -424,3 +424,37 @@ def test_non_safetensors_delta_is_refused(tmp_path) -> None:
     bogus.write_bytes(b"\x80\x04K\x01.")  # a pickle
     with pytest.raises(UserError, match="not a safetensors"):
         read_delta(bogus)
+
+
+def test_mode_error_at_attach_stops_with_exit_2_and_no_record(
+    tiny_bert_dir, tiny_data_dir, tmp_path, capsys
+) -> None:
+    out_dir = tmp_path / "results"
+    code = _run_cli(
+        tiny_bert_dir,
+        tiny_data_dir,
+        out_dir,
+        "--tasks",
+        "sst2",
+        "--seeds",
+        "1,",
+        "--methods",
+        "prompt_tuning",
+        "--max-length",
+        "32",
+        "--method-args",
+        "position=shift,prompt_length=40",
+    )
+    assert code == 2
+    assert "exceeds" in capsys.readouterr().err  # 32 + 40 > the tiny model's 64 positions
+    assert not list((out_dir / "runs").glob("*.json"))
+
+
+def test_save_delta_fills_in_a_finished_run(tiny_bert_dir, tiny_data_dir, tmp_path) -> None:
+    out_dir = tmp_path / "results"
+    args = ("--tasks", "sst2", "--seeds", "2,", "--methods", "prompt_tuning")
+    assert _run_cli(tiny_bert_dir, tiny_data_dir, out_dir, *args) == 0
+    assert not (out_dir / "deltas").exists()
+    assert _run_cli(tiny_bert_dir, tiny_data_dir, out_dir, *args, "--save-delta") == 0
+    (entry,) = {e["key"]: e for e in records.read_index(out_dir)}.values()
+    assert (out_dir / records.read_record(out_dir, entry["key"])["delta_file"]).is_file()
