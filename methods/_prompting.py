@@ -14,7 +14,10 @@ Three placements, chosen by :class:`Placement`:
     inside a registered ``transformers`` attention function, so the method does not depend on
     the model taking a cache argument. The attention mask gets the matching all-visible block.
     Real tokens keep positions 0..n-1 (counted over real tokens in decoders, see below), and the
-    usable length is not reduced.
+    usable length is not reduced. DeBERTa's disentangled attention computes its scores itself,
+    so there hooks do the same: prefix rows go in front of the key/value projections of the
+    layer input, and the mask gets visible columns. The relative-position bias is computed for
+    the real keys only, and is 0 for the position-free prefix keys.
 
 Positions of input slots (``input``/``hidden``):
 - ``keep``: real tokens keep the positions they would have without prompts, and the slots add
@@ -63,6 +66,8 @@ class Position(str, Enum):
 _ROTARY_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "olmo"}
 _DECODER_TYPES = _ROTARY_TYPES | {"gpt2", "gpt_neo", "gptj", "opt", "bloom", "falcon"}
 _NO_ATTENTION_INTERFACE = {"deberta", "deberta-v2", "mpnet"}
+#: Models whose DisentangledSelfAttention computes scores itself: kv goes through hooks.
+_DISENTANGLED_TYPES = {"deberta", "deberta-v2"}
 
 
 @dataclass(frozen=True)
@@ -94,7 +99,7 @@ def is_decoder(model: nn.Module) -> bool:
 def supported_placements(model: nn.Module) -> list[str]:
     """The placements that work on ``model``'s architecture."""
     out = [Placement.INPUT.value, Placement.HIDDEN.value]
-    if _uses_attention_interface(model):
+    if _uses_attention_interface(model) or _disentangled_attentions(model):
         out.append(Placement.KV.value)
     return out
 
@@ -187,11 +192,86 @@ def _prefix_attention(base_name: str):
     return attention
 
 
+# --- kv placement for DeBERTa's disentangled attention (hooks) ----------------------------------
+
+
+def _disentangled_attentions(model: nn.Module) -> list[nn.Module]:
+    """DeBERTa(-v2/v3) self-attentions, one per layer, or [] for other architectures."""
+    if model.config.model_type not in _DISENTANGLED_TYPES:
+        return []
+    found = [m for m in model.base_model.modules() if hasattr(m, "disentangled_attention_bias")]
+    return found if len(found) == model.config.num_hidden_layers else []
+
+
+def _disentangled_pre_hook(module, args, kwargs):
+    """Remember the layer input (so only its key/value projections get the prefix) and give
+    the [B, 1, N, N] mask m visible columns in front."""
+    if module._peft_bench_prefix is None:
+        return None
+    module._peft_bench_input = args[0] if args else kwargs["hidden_states"]
+    mask = args[1] if len(args) > 1 else kwargs["attention_mask"]
+    m = module._peft_bench_prefix[0].shape[2]
+    block = torch.ones((*mask.shape[:-1], m), dtype=mask.dtype, device=mask.device)
+    mask = torch.cat([block, mask], dim=-1)
+    if len(args) > 1:
+        return (args[0], mask, *args[2:]), kwargs
+    return args, {**kwargs, "attention_mask": mask}
+
+
+def _join_prefix_rows(attention: nn.Module, which: int):
+    """Forward hook on key_proj (0) / value_proj (1): prefix rows in front of the projection
+    of the layer input (not of the relative embeddings, which share key_proj in DeBERTa-v3)."""
+
+    def hook(module, args, output):
+        prefix = attention._peft_bench_prefix
+        if prefix is None or args[0] is not attention._peft_bench_input:
+            return output
+        rows = prefix[which]  # [B, heads, m, head_dim] -> [B, m, heads * head_dim]
+        rows = rows.permute(0, 2, 1, 3).reshape(rows.shape[0], rows.shape[2], -1)
+        return torch.cat([rows.to(output.dtype), output], dim=1)
+
+    return hook
+
+
+def _bias_for_real_keys(attention: nn.Module, original):
+    """The relative-position bias of the real keys; prefix keys have no position (bias 0)."""
+
+    def bias(query_layer, key_layer, relative_pos, rel_embeddings, scale_factor):
+        prefix = attention._peft_bench_prefix
+        if prefix is None:
+            return original(query_layer, key_layer, relative_pos, rel_embeddings, scale_factor)
+        m = prefix[0].shape[2]
+        real = original(query_layer, key_layer[:, m:], relative_pos, rel_embeddings, scale_factor)
+        if not isinstance(real, torch.Tensor):  # no c2p/p2c terms: the bias is the scalar 0
+            return real
+        return torch.cat([real.new_zeros(*real.shape[:-1], m), real], dim=-1)
+
+    return bias
+
+
+def _enable_kv_disentangled(attentions: list[nn.Module]) -> list[nn.Module]:
+    for attention in attentions:
+        if getattr(attention, "_peft_bench_hooked", False):
+            continue
+        attention._peft_bench_prefix = attention._peft_bench_input = None
+        attention.register_forward_pre_hook(_disentangled_pre_hook, with_kwargs=True)
+        attention.key_proj.register_forward_hook(_join_prefix_rows(attention, 0))
+        attention.value_proj.register_forward_hook(_join_prefix_rows(attention, 1))
+        attention.disentangled_attention_bias = _bias_for_real_keys(
+            attention, attention.disentangled_attention_bias
+        )
+        attention._peft_bench_hooked = True
+    return attentions
+
+
 def _enable_kv(model: nn.Module) -> list[nn.Module]:
     """Route ``model``'s attention through the prefix function; return its self-attentions."""
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
+    disentangled = _disentangled_attentions(model)
+    if disentangled:
+        return _enable_kv_disentangled(disentangled)
     model_type = model.config.model_type
     if not _uses_attention_interface(model):
         raise UserError(
@@ -393,6 +473,7 @@ class PromptedModel(nn.Module):
             self._current = self._input_ids = None
             for attention in self._attentions:
                 attention._peft_bench_prefix = None
+                attention._peft_bench_input = None
 
     def forward(
         self,

@@ -21,6 +21,7 @@ from bench.config import TrainConfig
 from bench.errors import UserError
 from bench.train import task_loss
 from methods import AttachData, build_method
+from methods._prompting import supported_placements
 from tasks import get_task
 
 D, LAYERS, HEADS, KV_HEADS, M, VOCAB = 32, 2, 4, 2, 4, 100
@@ -152,7 +153,7 @@ def make_labels(kind: str, mask: torch.Tensor) -> torch.Tensor:
 
 
 def supported(variant: str, arch: str) -> bool:
-    return not (arch == "deberta" and variant in KV_VARIANTS)
+    return True  # every placement works on every architecture here (DeBERTa kv through hooks)
 
 
 def combos(kinds=("classification",)):
@@ -650,6 +651,8 @@ PADDING_CASES = [
     ],
     ("deberta", "prompt_tuning", "keep"),
     ("deberta", "p_tuning_v2-hidden", "keep"),
+    ("deberta", "p_tuning_v2-kv", "keep"),
+    ("deberta", "prefix_tuning", "keep"),
     ("llama", "p_tuning_v2-kv", "keep"),
     ("llama", "prompt_tuning", "shift"),
     ("llama", "p_tuning_v2-hidden", "shift"),
@@ -858,18 +861,84 @@ def test_export_then_load_in_a_fresh_process_reproduces_logits(tmp_path: Path) -
 # --- 9: unsupported combinations --------------------------------------------------------------
 
 
+def deberta_attention_reference(attention, original_bias, hidden, mask, rel, prefix):
+    """DeBERTa's disentangled attention written out, with prefix keys/values in front: the
+    content scores see the prefix, the relative-position bias (DeBERTa's own function, on the
+    real keys) is 0 for the position-free prefix keys, and the mask shows the prefix to all."""
+    batch, n, _ = hidden.shape
+    heads = attention.num_attention_heads
+    head_dim = attention.attention_head_size
+
+    def split(x):  # [B, T, H*dh] -> [B*H, T, dh], as DeBERTa's transpose_for_scores
+        return (
+            x.view(batch, -1, heads, head_dim).permute(0, 2, 1, 3).reshape(-1, x.shape[1], head_dim)
+        )
+
+    pk, pv = (p.permute(0, 2, 1, 3).reshape(batch, p.shape[2], heads * head_dim) for p in prefix)
+    query = split(attention.query_proj(hidden))
+    key = split(torch.cat([pk, attention.key_proj(hidden)], dim=1))
+    value = split(torch.cat([pv, attention.value_proj(hidden)], dim=1))
+    m = pk.shape[1]
+    scale_factor = 1 + len(attention.pos_att_type)
+    scores = query @ key.transpose(-1, -2) / math.sqrt(head_dim * scale_factor)
+    real_bias = original_bias(
+        query, key[:, m:], rel["relative_pos"], rel["rel_embeddings"], scale_factor
+    )
+    scores = scores + torch.cat([torch.zeros_like(scores[..., :m]), real_bias], dim=-1)
+    visible = torch.cat([torch.ones(batch, m), mask.float()], dim=1).bool()
+    scores = scores.view(batch, heads, n, -1).masked_fill(
+        ~visible[:, None, None, :], torch.finfo(scores.dtype).min
+    )
+    probs = scores.softmax(-1).view(batch * heads, n, -1)
+    out = (probs @ value).view(batch, heads, n, head_dim).permute(0, 2, 1, 3)
+    return out.reshape(batch, n, heads * head_dim)
+
+
 @pytest.mark.parametrize("kind", ["classification", "token_classification"])
-@pytest.mark.parametrize(
-    ("variant", "overrides"),
-    [("p_tuning_v2-kv", {}), ("prefix_tuning", {}), ("p_tuning_v2-kv-mlp", {})],
-)
-def test_deberta_refuses_kv_and_names_what_works(variant, overrides, kind) -> None:
-    backbone = make_backbone("deberta", kind)
-    with pytest.raises(UserError) as error:
-        make_method(variant, "deberta", **overrides).attach(backbone, get_task(TASKS[kind]))
-    message = str(error.value)
-    assert "DebertaV2" in message and "deberta-v2" in message
-    assert "'kv'" in message and "input, hidden" in message
+@pytest.mark.parametrize("variant", ["p_tuning_v2-kv", "prefix_tuning"])
+def test_deberta_kv_prefix_matches_hand_attention(variant, kind) -> None:
+    torch.manual_seed(0)
+    backbone = make_backbone("deberta", kind).eval()
+    attentions = [layer.attention.self for layer in backbone.base_model.encoder.layer]
+    originals = [a.disentangled_attention_bias for a in attentions]
+    model = make_method(variant, "deberta").attach(backbone, get_task(TASKS[kind])).eval()
+    assert "kv" in supported_placements(backbone)
+    ids, mask = make_inputs("deberta")
+    seen = {}
+    for index, attention in enumerate(attentions):
+
+        def pre(module, args, kwargs, index=index):
+            seen[index] = {
+                "hidden": args[0].detach(),
+                **{k: kwargs.get(k) for k in ("relative_pos", "rel_embeddings")},
+            }
+
+        def post(module, args, kwargs, output, index=index):
+            seen[index]["out"] = output[0].detach()
+
+        # registered after the method's own pre-hook, so it sees the layer input unchanged
+        attention.register_forward_pre_hook(pre, with_kwargs=True)
+        attention.register_forward_hook(post, with_kwargs=True)
+    with torch.no_grad():
+        prompts = model.prompts()
+        logits = model(input_ids=ids, attention_mask=mask).logits
+        for index, attention in enumerate(attentions):
+            prefix = tuple(
+                prompts[index, j].unsqueeze(0).expand(len(ids), -1, -1, -1) for j in (0, 1)
+            )
+            expected = deberta_attention_reference(
+                attention, originals[index], seen[index]["hidden"], mask, seen[index], prefix
+            )
+            assert_close_at(seen[index]["out"], expected, mask)
+            empty = tuple(p[:, :, :0] for p in prefix)
+            plain = deberta_attention_reference(
+                attention, originals[index], seen[index]["hidden"], mask, seen[index], empty
+            )
+            assert (seen[index]["out"] - plain)[mask.bool()].abs().max() > 1e-3
+    if kind == "token_classification":
+        assert logits.shape[:2] == ids.shape
+    else:
+        assert logits.shape[0] == len(ids)
 
 
 @pytest.mark.parametrize("variant", ["prompt_tuning", "p_tuning-lstm", "p_tuning_v2-hidden"])
