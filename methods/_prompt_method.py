@@ -16,6 +16,7 @@ from methods.base import (
     MethodConfig,
     ParamCounts,
     check_positive_int,
+    head_and_backbone_counts,
     head_parameter_names,
 )
 
@@ -225,10 +226,7 @@ class PromptMethod(Method):
 
         geo = model.geometry
         m = self.config.prompt_length
-        head_names = head_parameter_names(model.model)
-        named = dict(model.model.named_parameters())
-        head = sum(named[n].numel() for n in head_names)
-        backbone = sum(p.numel() for n, p in named.items() if n not in head_names)
+        head, backbone = head_and_backbone_counts(model.model)
         trained = set(self.trained_names(model))
         trainable = sum(p.numel() for n, p in model.named_parameters() if n in trained)
         placement = self._placement()

@@ -190,3 +190,11 @@ def head_parameter_names(model: nn.Module) -> set[str]:
     base_ids = {id(p) for p in model.base_model.parameters()}
     new = set(getattr(model, "peft_bench_new_parameters", ()))
     return {n for n, p in model.named_parameters() if id(p) not in base_ids or n in new}
+
+
+def head_and_backbone_counts(model: nn.Module) -> tuple[int, int]:
+    """(head, backbone) numbers of scalars, split by :func:`head_parameter_names`."""
+    head_names = head_parameter_names(model)
+    named = dict(model.named_parameters())
+    head = sum(named[n].numel() for n in head_names)
+    return head, sum(p.numel() for n, p in named.items() if n not in head_names)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from methods.base import AttachData, Method, MethodConfig, ParamCounts, head_parameter_names
+from methods.base import AttachData, Method, MethodConfig, ParamCounts, head_and_backbone_counts
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -70,10 +70,7 @@ class FullFinetune(Method):
         return decay_groups(named, self.config.lr, train.weight_decay)
 
     def parameter_counts(self, model: nn.Module) -> ParamCounts:
-        head_names = head_parameter_names(model)
-        named = dict(model.named_parameters())
-        head = sum(named[n].numel() for n in head_names)
-        backbone = sum(p.numel() for n, p in named.items() if n not in head_names)
+        head, backbone = head_and_backbone_counts(model)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         stored = sum(t.numel() for t in self.export(model).values())
         return ParamCounts(
@@ -86,14 +83,8 @@ class FullFinetune(Method):
         )
 
     def export(self, model: nn.Module) -> dict[str, Tensor]:
-        # Tied weights share storage; safetensors wants each tensor once and contiguous.
-        seen: set[int] = set()
-        delta: dict[str, Tensor] = {}
-        for name, parameter in model.named_parameters():
-            if id(parameter) not in seen:
-                seen.add(id(parameter))
-                delta[name] = parameter.detach().contiguous().clone()
-        return delta
+        # named_parameters() lists tied weights once; safetensors wants contiguous copies.
+        return {n: p.detach().contiguous().clone() for n, p in model.named_parameters()}
 
     def load(self, backbone: nn.Module, task: TaskSpec, delta: dict[str, Tensor]) -> nn.Module:
         model = self.attach(backbone, task)

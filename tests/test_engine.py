@@ -373,30 +373,20 @@ def test_saved_delta_reproduces_the_recorded_metrics(
     from bench.weights import load_trained, read_delta
 
     out_dir = tmp_path / "results"
-    code = main(
-        [
-            "run",
-            "--methods",
-            method,
-            "--backbone",
-            str(tiny_bert_dir),
-            "--data-dir",
-            str(tiny_data_dir),
-            "--output",
-            str(out_dir),
-            "--epochs",
-            "2",
-            "--batch-size",
-            "8",
-            "--tasks",
-            "sst2",
-            "--seeds",
-            "3,",
-            "--no-progress",
-            "--save-delta",
-            "--method-args",
-            "reparam=mlp" if method == "p_tuning_v2" else "",
-        ]
+    method_args = "reparam=mlp" if method == "p_tuning_v2" else ""
+    code = _run_cli(
+        tiny_bert_dir,
+        tiny_data_dir,
+        out_dir,
+        "--methods",
+        method,
+        "--tasks",
+        "sst2",
+        "--seeds",
+        "3,",
+        "--save-delta",
+        "--method-args",
+        method_args,
     )
     assert code == 0
     (entry,) = records.read_index(out_dir)
