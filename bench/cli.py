@@ -85,15 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--seeds",
-        default="3",
-        help="a count (3: the first 3 default seeds) or a list (13,21,42; one seed: 42,)",
+        help="a count (3: the first 3 default seeds) or a list (13,21,42; one seed: 42,) "
+        "(default: the suite's seeds, else 3)",
     )
     run.add_argument(
         "--backbone",
         type=_csv,
-        default=[DEFAULT_BACKBONE],
         help="short name, Hub id or local model directory; comma-separated for "
-        f"several (default: {DEFAULT_BACKBONE})",
+        f"several (default: the suite's, else {DEFAULT_BACKBONE})",
     )
     run.add_argument(
         "--data-dir",
@@ -138,8 +137,66 @@ def build_parser() -> argparse.ArgumentParser:
         help="store each run's trained delta (safetensors, reparameterization "
         "merged) under OUTPUT/deltas/",
     )
-    run.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
-    run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    run.add_argument(
+        "--dry-run", action="store_true", help="print the plan and what is done, run nothing"
+    )
+    run.add_argument(
+        "--rerun-failed",
+        action="store_true",
+        help="run failed and timed-out runs again (diverged is a result; --force reruns it)",
+    )
+    run.add_argument("--force", action="store_true", help="run every planned run again")
+    run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    placement = run.add_argument_group("executors (where runs go)")
+    placement.add_argument(
+        "--executor",
+        choices=["auto", "serial", "ray", "slurm"],
+        default="auto",
+        help="serial: in this process; ray: one Ray task per run over the local GPUs or a Ray "
+        "cluster; slurm: a submitit job array (default auto: ray when GPUs and Ray exist, "
+        "else serial)",
+    )
+    placement.add_argument(
+        "--gpus-per-run",
+        type=float,
+        help="GPUs per run; 0.5 packs two runs per GPU (default: 1 with GPUs, else 0)",
+    )
+    placement.add_argument(
+        "--cpus-per-run", type=_positive_float, default=1.0, help="CPU cores per run (default 1)"
+    )
+    placement.add_argument(
+        "--address", help="Ray cluster to join: auto or HOST:PORT (default: $RAY_ADDRESS)"
+    )
+    placement.add_argument(
+        "--max-retries",
+        type=int,
+        default=2,
+        help="retries after system failures only (a worker or node died; default 2)",
+    )
+    placement.add_argument(
+        "--max-parallel",
+        type=_positive_int,
+        default=16,
+        help="Slurm: array elements running at once (default 16)",
+    )
+    placement.add_argument(
+        "--time-min",
+        type=_positive_int,
+        default=240,
+        help="Slurm: time limit per run in minutes (default 240)",
+    )
+    placement.add_argument("--partition", help="Slurm partition")
+    placement.add_argument("--mem-gb", type=_positive_float, help="Slurm: memory per run (GB)")
+    placement.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="Slurm: exit after submitting; run the same command later to index results",
+    )
+    placement.add_argument(
+        "--checkpoints",
+        action="store_true",
+        help="write an epoch checkpoint per run so a killed run resumes (always on with slurm)",
+    )
 
     listing = commands.add_parser("list", help="list methods, tasks or suites")
     listing.add_argument("what", choices=["methods", "tasks", "suites", "backbones"])
@@ -210,61 +267,94 @@ def command_run(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
     from bench import records
-    from bench.runner import PlanRequest, build_plan, parse_seeds, preflight, run_serial, status_of
+    from bench.executors import ExecutorConfig
+    from bench.runner import PlanRequest, build_plan, parse_seeds, preflight
     from bench.suites import get_suite
+    from bench.sweep import describe_counts, run_sweep, select_runs, status_of
+    from bench.worker import WorkerOptions
     from methods import method_names
 
     suite = get_suite(args.suite)
-    train = dict(suite.train)
-    for option, key in [
-        ("epochs", "epochs"),
-        ("batch_size", "batch_size"),
-        ("max_train_samples", "max_train_samples"),
-        ("max_eval_samples", "max_eval_samples"),
-        ("max_length", "max_length"),
-        ("eval_every", "eval_every"),
-    ]:
-        if getattr(args, option) is not None:
-            train[key] = getattr(args, option)
+    train = {}
+    for key in (
+        "epochs",
+        "batch_size",
+        "max_train_samples",
+        "max_eval_samples",
+        "max_length",
+        "eval_every",
+    ):
+        if getattr(args, key) is not None:
+            train[key] = getattr(args, key)
     if args.data_dir and not Path(args.data_dir).expanduser().is_dir():
         raise UserError(f"--data-dir {args.data_dir} is not a directory")
-    if args.device and not args.dry_run:
+    executor = ExecutorConfig(
+        kind=args.executor,
+        gpus_per_run=args.gpus_per_run,
+        cpus_per_run=args.cpus_per_run,
+        address=args.address,
+        max_retries=args.max_retries,
+        max_parallel=args.max_parallel,
+        time_min=args.time_min,
+        partition=args.partition,
+        mem_gb=args.mem_gb,
+        wait=not args.no_wait,
+    )
+    if args.device and not args.dry_run and args.executor in ("auto", "serial"):
         from bench.train import pick_device
 
         pick_device(args.device)
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else suite.seeds or parse_seeds("3")
     request = PlanRequest(
         tasks=args.tasks or list(suite.tasks),
         methods=args.methods or list(suite.methods) or method_names(include_comparison=False),
-        seeds=parse_seeds(args.seeds),
-        backbones=args.backbone,
+        seeds=seeds,
+        backbones=args.backbone or list(suite.backbones) or [DEFAULT_BACKBONE],
         data_dir=args.data_dir,
         train=train,
         method_overrides={**args.method_args, **({"lr": args.lr} if args.lr is not None else {})},
+        suite=suite,
     )
     plan = build_plan(request)
     output = Path(args.output)
-    statuses = [status_of(output, run) for run in plan]
-    done = statuses.count(records.STATUS_OK)
+    selection = select_runs(plan, output, args.rerun_failed, args.force, args.save_delta)
     if args.dry_run:
+        chosen = {run.key for run in selection.to_run}
         rows = [
-            (i + 1, r.key, r.task, r.method, r.seed, r.backbone, s)
-            for i, (r, s) in enumerate(zip(plan, statuses, strict=True))
+            (
+                i + 1,
+                r.key,
+                r.task,
+                r.method,
+                r.seed,
+                r.backbone,
+                status_of(output, r),
+                "run" if r.key in chosen else "skip",
+            )
+            for i, r in enumerate(plan)
         ]
-        print(tabulate(rows, headers=["#", "key", "task", "method", "seed", "backbone", "status"]))
-        print(
-            f"\n{len(plan)} runs planned, {done} already done, {len(plan) - done} to run; "
-            f"records go to {output}/runs/"
-        )
+        headers = ["#", "key", "task", "method", "seed", "backbone", "status", "action"]
+        print(tabulate(rows, headers=headers))
+        print(f"\n{describe_counts(selection, len(plan))}; records go to {output}/runs/")
         return 0
 
-    print(
-        f"{len(plan)} runs planned, {done} already done; records in {output}/runs/", file=sys.stderr
-    )
-    preflight([r for r, s in zip(plan, statuses, strict=True) if s != records.STATUS_OK])
+    preflight(selection.to_run)
     records.ensure_writable(output)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    results = run_serial(
-        plan, output, device=args.device, progress=not args.no_progress, save_delta=args.save_delta
+    options = WorkerOptions(
+        output=str(output),
+        device=args.device,
+        save_delta=args.save_delta,
+        checkpoints=args.checkpoints,
+    )
+    results = run_sweep(
+        plan,
+        output,
+        executor,
+        options,
+        rerun_failed=args.rerun_failed,
+        force=args.force,
+        progress=not args.no_progress,
     )
     rows = []
     for record in results:
@@ -279,6 +369,10 @@ def command_run(args: argparse.Namespace) -> int:
                 score or (record.get("error") or {}).get("message", "")[:80],
             )
         )
-    print(tabulate(rows, headers=["task", "method", "seed", "status", "primary metric"]))
+    if rows:
+        print(tabulate(rows, headers=["task", "method", "seed", "status", "primary metric"]))
+    missing = len(plan) - len(results)
+    if missing:
+        print(f"{missing} run(s) have no record yet (queued on Slurm?)", file=sys.stderr)
     failed = [r for r in results if r["status"] != records.STATUS_OK]
     return 1 if failed else 0

@@ -50,6 +50,19 @@ def index_path(output: Path) -> Path:
     return output / "index.jsonl"
 
 
+def running_path(output: Path, key: str) -> Path:
+    """Marker of a run in progress (where it runs); removed when its record is written."""
+    return output / "running" / f"{key}.json"
+
+
+def log_path(output: Path, key: str) -> Path:
+    return output / "logs" / f"{key}.log"
+
+
+def checkpoint_dir(output: Path, key: str) -> Path:
+    return output / "checkpoints" / key
+
+
 def ensure_writable(output: Path) -> None:
     """Create ``output/runs`` and prove it writable, before any run trains (UserError if not)."""
     from bench.errors import UserError
@@ -75,12 +88,17 @@ def _clean(value: Any) -> Any:
 
 def atomic_write_json(path: Path, payload: dict[str, Any]) -> None:
     """Write ``payload`` to ``path`` so that readers see the old file or the new, never a mix."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(_clean(payload), indent=2, sort_keys=True, allow_nan=False)
+    _atomic_write_text(path, text + "\n")
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    """Write, fsync, rename: readers see the old file or the new one, never a mix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text + "\n")
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -89,21 +107,65 @@ def atomic_write_json(path: Path, payload: dict[str, Any]) -> None:
         raise
 
 
+INDEX_FIELDS = ("key", "status", "task", "method", "seed", "backbone", "finished_at", "primary")
+
+
+def index_entry(record: dict[str, Any]) -> dict[str, Any]:
+    """The one-line summary of ``record`` kept in the index."""
+    return _clean({k: record.get(k) for k in INDEX_FIELDS})
+
+
+def _index_line(entry: dict[str, Any]) -> str:
+    return json.dumps(entry, sort_keys=True, allow_nan=False) + "\n"
+
+
 def append_index(output: Path, record: dict[str, Any]) -> None:
     """Append a one-line summary of ``record`` to the index (one ``write`` call per line).
-    Every attempt gets a line; for a key that was retried, the last line is current."""
-    summary = {
-        k: record.get(k)
-        for k in ("key", "status", "task", "method", "seed", "backbone", "finished_at")
-    }
-    summary["primary"] = record.get("primary")
-    line = json.dumps(_clean(summary), sort_keys=True, allow_nan=False) + "\n"
+    Only the driver calls this. Every attempt gets a line; for a key that was retried, the
+    last line is current. Index files of several machines can be concatenated."""
     path = index_path(output)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8") as handle:
-        handle.write(line)
+        handle.write(_index_line(index_entry(record)))
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def repair_index(output: Path) -> dict[str, int]:
+    """Make the index agree with the records on disk; return what was fixed.
+
+    Torn or unparseable lines (a driver killed mid-write) are dropped by rewriting the index
+    atomically; every record whose latest index line is missing or stale (a driver killed
+    between a worker's record and its index line) gets its line; leftover temporary files of
+    interrupted atomic writes are removed.
+    """
+    path = index_path(output)
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines() if path.exists() else []
+    good: list[dict[str, Any]] = []
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and "key" in entry:
+            good.append(entry)
+    torn = len(lines) - len(good)
+    latest = {entry["key"]: entry for entry in good}
+    missing = []
+    for record_file in sorted(runs_dir(output).glob("*.json")):
+        record = read_record(output, record_file.stem)
+        if record is None:
+            continue
+        entry = index_entry(record)
+        if latest.get(entry["key"]) != entry:
+            missing.append(entry)
+    stale_tmp = list(runs_dir(output).glob(".*.tmp")) if runs_dir(output).is_dir() else []
+    for tmp in stale_tmp:
+        tmp.unlink(missing_ok=True)
+    if torn or missing:
+        text = "".join(_index_line(e) for e in [*good, *missing])
+        _atomic_write_text(path, text)
+    return {"torn_lines": torn, "added": len(missing), "stale_tmp": len(stale_tmp)}
 
 
 def read_record(output: Path, key: str) -> dict[str, Any] | None:

@@ -1,13 +1,12 @@
-"""Planning (methods × tasks × seeds × backbones → RunSpecs) and serial execution with records.
+"""Planning: methods × tasks × seeds × backbones → one resolved RunSpec per run.
 
-Finished runs (a record with status ``ok``) are skipped. A run that raises gets a ``failed``
-record carrying the original exception; a NaN/inf loss gives ``diverged``. The sweep goes on.
+Each run's configuration is layered: method defaults, then the suite's settings that match its
+(task, method) in file order, then command-line flags. Execution lives in :mod:`bench.sweep`
+(driver), :mod:`bench.executors` and :mod:`bench.worker`.
 """
 
 from __future__ import annotations
 
-import time
-import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 from bench import records
 from bench.config import RunSpec, TrainConfig
 from bench.errors import UserError
+from bench.suites import Suite
 
 DEFAULT_SEEDS = (13, 21, 42, 87, 100)
 
@@ -56,6 +56,7 @@ class PlanRequest:
     data_dir: str | None
     train: dict[str, Any] = field(default_factory=dict)
     method_overrides: dict[str, Any] = field(default_factory=dict)
+    suite: Suite | None = None
 
 
 def build_plan(request: PlanRequest) -> list[RunSpec]:
@@ -68,13 +69,21 @@ def build_plan(request: PlanRequest) -> list[RunSpec]:
     specs = [get_task(name) for name in _unique(request.tasks)]
     method_classes = [get_method(name) for name in _unique(request.methods)]
     refs = [resolve_backbone(name) for name in _unique(request.backbones)]
-    train = TrainConfig.from_dict(request.train)
     identities = {spec.name: data_identity(spec, request.data_dir) for spec in specs}
     plan = []
     for ref in refs:
         for spec in specs:
             for cls in method_classes:
-                config = cls.config_cls.from_dict(request.method_overrides).to_dict()
+                suite_train, suite_method = (
+                    request.suite.overrides(spec.name, cls.name) if request.suite else ({}, {})
+                )
+                try:
+                    train = TrainConfig.from_dict({**suite_train, **request.train})
+                    config = cls.config_cls.from_dict(
+                        {**suite_method, **request.method_overrides}
+                    ).to_dict()
+                except UserError as error:
+                    raise UserError(f"{spec.name} × {cls.name}: {error}") from None
                 for seed in request.seeds:
                     plan.append(
                         RunSpec(
@@ -99,12 +108,6 @@ def _unique(names: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def status_of(output: Path, run: RunSpec) -> str:
-    """``ok``/``failed``/``diverged`` from an existing record, else ``pending``."""
-    record = records.read_record(output, run.key)
-    return record.get("status", "pending") if record else "pending"
-
-
 def preflight(plan: Sequence[RunSpec]) -> None:
     """Load every task's data and check every backbone before the first run starts, so that bad
     input fails at once with a clear message instead of once per run."""
@@ -118,92 +121,19 @@ def preflight(plan: Sequence[RunSpec]) -> None:
         load_tokenizer(resolve_backbone(backbone), get_task(task))
 
 
-def execute_run(
-    run: RunSpec,
-    output: Path,
-    device: str | None = None,
-    progress: bool = True,
-    save_delta: bool = False,
-) -> dict[str, Any]:
-    """Train ``run``, write its record atomically and append it to the index; return the record."""
-    from bench.train import DivergedError, train_run
-    from tasks import get_task
-
-    spec = get_task(run.task)
-    record: dict[str, Any] = {
-        "schema": records.SCHEMA_VERSION,
-        "key": run.key,
-        "task": run.task,
-        "method": run.method,
-        "seed": run.seed,
-        "backbone": run.backbone,
-        "config": run.to_dict(),
-        "protocol": {
-            "selection_split": f"carved from train (val_fraction {run.train.val_fraction}, "
-            f"seeded by the run seed)",
-            "report_splits": list(spec.report_splits),
-            "primary_metric": spec.primary_metric,
-        },
-        "started_at": records.utc_now(),
-        "environment": records.environment(),
-    }
-    started = time.perf_counter()
-    try:
-        delta = records.delta_path(output, run.key) if save_delta else None
-        result = train_run(run, device=device, progress=progress, delta_path=delta)
-    except DivergedError as error:
-        record.update(status="diverged", error=_error_info(error))
-    except (KeyboardInterrupt, SystemExit, UserError):
-        raise  # bad input (e.g. a mode the backbone cannot run) stops the sweep, writes nothing
-    except Exception as error:  # isolation: one broken run must not stop the sweep
-        record.update(status="failed", error=_error_info(error))
-    else:
-        record.update(
-            status=records.STATUS_OK,
-            metrics=result.metrics,
-            primary={s: result.metrics[s][spec.primary_metric] for s in spec.report_splits},
-            best=result.best,
-            curve=result.curve,
-            params=result.params,
-            sizes=result.sizes,
-            timing=result.timing,
-            peak_memory_bytes=result.peak_memory_bytes,
-            device=result.device,
-            max_length=result.max_length,
-            **result.extra,
-        )
-    if save_delta and record["status"] == records.STATUS_OK:
-        record["delta_file"] = str(records.delta_path(output, run.key).relative_to(output))
-    record["wall_time_s"] = time.perf_counter() - started
-    record["finished_at"] = records.utc_now()
-    records.atomic_write_json(records.record_path(output, run.key), record)
-    records.append_index(output, record)
-    return record
-
-
-def _error_info(error: BaseException) -> dict[str, str]:
-    return {
-        "type": type(error).__name__,
-        "message": str(error),
-        "traceback": "".join(traceback.format_exception(error)),
-    }
-
-
 def run_serial(
     plan: Sequence[RunSpec],
     output: Path,
     device: str | None = None,
-    progress: bool = True,
+    progress: bool = False,
     save_delta: bool = False,
 ) -> list[dict[str, Any]]:
-    """Run every pending run of ``plan`` in this process; finished runs are skipped."""
-    done = []
-    for run in plan:
-        existing = records.read_record(output, run.key)
-        finished = existing and existing.get("status") == records.STATUS_OK
-        if finished and not (save_delta and "delta_file" not in existing):
-            done.append(existing)
-            continue
-        record = execute_run(run, output, device=device, progress=progress, save_delta=save_delta)
-        done.append(record)
-    return done
+    """Run every pending run of ``plan`` in this process (finished runs are skipped) and
+    return the plan's records; the programmatic form of ``run --executor serial``."""
+    from bench.executors import ExecutorConfig
+    from bench.sweep import run_sweep
+    from bench.worker import WorkerOptions
+
+    records.ensure_writable(output)
+    options = WorkerOptions(output=str(output), device=device, save_delta=save_delta)
+    return run_sweep(plan, output, ExecutorConfig(kind="serial"), options, progress=progress)

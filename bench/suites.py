@@ -1,10 +1,28 @@
-"""Suites: named sets of tasks (and optionally methods and training overrides) in YAML.
+"""Suites: named sets of tasks, methods, seeds and backbones, with sourced hyperparameters.
 
-Shipped suites live in ``bench/suites/*.yaml``; a user suite file can be given by path.
+Shipped suites live in ``bench/suites/*.yaml``; a user suite file can be given by path. A suite
+file is a mapping with these keys (only ``tasks`` is required)::
+
+    name: cpu-mini
+    description: what the suite is for
+    tasks: [sst2, rte]            # task names (python -m bench list tasks)
+    methods: [full_finetune]      # default: every registered method except comparison rows
+    seeds: [13, 21, 42]           # default: --seeds (3 default seeds)
+    backbones: [minilm]           # default: --backbone
+    train: {epochs: 3}            # training overrides for every run
+    settings:                     # applied in order, later entries win; CLI flags win over all
+      - source: "where these values come from (paper, script, measurement)"
+        tasks: [rte]              # optional: restrict to these tasks
+        methods: [p_tuning_v2]    # optional: restrict to these methods
+        train: {epochs: 5}        # TrainConfig overrides
+        method: {lr: 1.0e-2}      # method config overrides
+
+Every mapping rejects unknown keys, naming them and the allowed ones.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,51 +33,162 @@ import yaml
 from bench.errors import UserError, unknown_name_error
 
 SUITES_DIR = Path(__file__).parent / "suites"
+SUITE_KEYS = ("name", "description", "tasks", "methods", "seeds", "backbones", "train", "settings")
+SETTING_KEYS = ("source", "tasks", "methods", "train", "method")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """Hyperparameter overrides for the runs of some tasks × methods, with their source."""
+
+    source: str = field(metadata={"help": "Where the values come from: paper, script, measured."})
+    tasks: tuple[str, ...] = field(default=(), metadata={"help": "Tasks it applies to (all)."})
+    methods: tuple[str, ...] = field(default=(), metadata={"help": "Methods it applies to (all)."})
+    train: dict[str, Any] = field(default_factory=dict, metadata={"help": "TrainConfig keys."})
+    method: dict[str, Any] = field(default_factory=dict, metadata={"help": "Method config keys."})
+
+    def applies(self, task: str, method: str) -> bool:
+        return (not self.tasks or task in self.tasks) and (
+            not self.methods or method in self.methods
+        )
 
 
 @dataclass(frozen=True)
 class Suite:
-    """A named set of tasks. ``methods`` empty means every registered method; ``train`` holds
-    TrainConfig overrides applied to every run of the suite."""
+    """A named plan template. Empty ``methods``/``seeds``/``backbones`` defer to the CLI."""
 
     name: str
     description: str
     tasks: tuple[str, ...]
     methods: tuple[str, ...] = ()
-    train: dict[str, Any] = field(default_factory=dict)
+    seeds: tuple[int, ...] = ()
+    backbones: tuple[str, ...] = ()
+    settings: tuple[Setting, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.tasks:
             raise UserError(f"suite '{self.name}' lists no tasks")
 
+    def overrides(self, task: str, method: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The (train, method) overrides of one run: every matching setting, in file order."""
+        train: dict[str, Any] = {}
+        method_values: dict[str, Any] = {}
+        for setting in self.settings:
+            if setting.applies(task, method):
+                train.update(setting.train)
+                method_values.update(setting.method)
+        return train, method_values
 
-def _parse(data: Any, source: str) -> Suite:
-    if not isinstance(data, dict):
-        raise UserError(f"suite file {source} must be a mapping, got {type(data).__name__}")
-    allowed = {"name", "description", "tasks", "methods", "train"}
-    unknown = sorted(set(data) - allowed)
+
+def _check_keys(data: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:
+    unknown = sorted(set(data) - set(allowed))
     if unknown:
+        raise UserError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+
+
+def _names(data: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
+    value = data.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise UserError(f"{where}: '{key}' must be a list of names, got {value!r}")
+    return tuple(dict.fromkeys(value))
+
+
+def _numbers_from_strings(values: dict[str, Any]) -> dict[str, Any]:
+    """YAML 1.1 reads ``1e-2`` as a string; a numeric-looking string means the number."""
+    out = dict(values)
+    for key, value in values.items():
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                out[key] = float(value)
+    return out
+
+
+def _mapping(data: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise UserError(f"{where}: '{key}' must be a mapping of names to values, got {value!r}")
+    return _numbers_from_strings(value)
+
+
+def _check_train_keys(values: dict[str, Any], where: str) -> None:
+    import dataclasses
+
+    from bench.config import TrainConfig
+
+    allowed = tuple(f.name for f in dataclasses.fields(TrainConfig))
+    _check_keys(values, allowed, f"{where} train")
+
+
+def _parse_setting(data: Any, where: str, suite_tasks: tuple[str, ...]) -> Setting:
+    if not isinstance(data, dict):
+        raise UserError(f"{where} must be a mapping, got {data!r}")
+    _check_keys(data, SETTING_KEYS, where)
+    source = data.get("source")
+    if not isinstance(source, str) or not source.strip():
+        raise UserError(f"{where}: 'source' is required (where the values come from)")
+    tasks = _names(data, "tasks", where)
+    stray = [t for t in tasks if t not in suite_tasks]
+    if stray:
         raise UserError(
-            f"suite file {source}: unknown key(s) {unknown}; allowed: {sorted(allowed)}"
+            f"{where}: task(s) {stray} are not in the suite's tasks {list(suite_tasks)}"
         )
-    for key in ("tasks", "methods"):
-        value = data.get(key, [])
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise UserError(f"suite file {source}: '{key}' must be a list of names, got {value!r}")
-    if not isinstance(data.get("train", {}), dict):
-        raise UserError(f"suite file {source}: 'train' must be a mapping")
+    train = _mapping(data, "train", where)
+    _check_train_keys(train, where)
+    return Setting(
+        source=source.strip(),
+        tasks=tasks,
+        methods=_names(data, "methods", where),
+        train=train,
+        method=_mapping(data, "method", where),
+    )
+
+
+def _seeds(data: dict[str, Any], where: str) -> tuple[int, ...]:
+    value = data.get("seeds", [])
+    if not isinstance(value, list) or not all(
+        isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value
+    ):
+        raise UserError(f"{where}: 'seeds' must be a list of integers >= 0, got {value!r}")
+    duplicates = sorted({s for s in value if value.count(s) > 1})
+    if duplicates:
+        raise UserError(f"{where}: duplicate seed(s) {duplicates}")
+    return tuple(value)
+
+
+def parse_suite(data: Any, source: str) -> Suite:
+    """A Suite from parsed YAML (UserError naming the bad key or value)."""
+    where = f"suite file {source}"
+    if not isinstance(data, dict):
+        raise UserError(f"{where} must be a mapping, got {type(data).__name__}")
+    _check_keys(data, SUITE_KEYS, where)
+    tasks = _names(data, "tasks", where)
+    train = _mapping(data, "train", where)
+    _check_train_keys(train, where)
+    settings = [Setting(source=f"{source} (suite-wide train)", train=train)] if train else []
+    raw_settings = data.get("settings", [])
+    if not isinstance(raw_settings, list):
+        raise UserError(f"{where}: 'settings' must be a list of mappings")
+    settings += [
+        _parse_setting(item, f"{where} settings[{i}]", tasks) for i, item in enumerate(raw_settings)
+    ]
     return Suite(
         name=str(data.get("name") or Path(source).stem),
         description=str(data.get("description", "")),
-        tasks=tuple(data["tasks"]) if "tasks" in data else (),
-        methods=tuple(data.get("methods", [])),
-        train=dict(data.get("train", {})),
+        tasks=tasks,
+        methods=_names(data, "methods", where),
+        seeds=_seeds(data, where),
+        backbones=_names(data, "backbones", where),
+        settings=tuple(settings),
     )
 
 
 def _read(path: Path) -> Suite:
     try:
-        return _parse(yaml.safe_load(path.read_text(encoding="utf-8")), str(path))
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"suite file {path} cannot be read: {error}") from None
+    try:
+        return parse_suite(yaml.safe_load(text), str(path))
     except yaml.YAMLError as error:
         raise UserError(f"suite file {path} is not valid YAML: {error}") from None
 

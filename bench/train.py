@@ -7,6 +7,7 @@ and keeping the best trainable state → restore it → evaluate the task's dev/
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import time
@@ -23,6 +24,9 @@ if TYPE_CHECKING:
     from bench.config import RunSpec
     from bench.data import Collator
     from tasks import TaskSpec
+
+
+log = logging.getLogger("bench.run")
 
 
 class DivergedError(RuntimeError):
@@ -91,12 +95,21 @@ def train_run(
     device: str | None = None,
     progress: bool = True,
     delta_path: Path | None = None,
+    micro_batch_size: int | None = None,
+    checkpoint_dir: Path | None = None,
 ) -> RunResult:
-    """Train and evaluate one run; raises DivergedError on a NaN/inf loss. With ``delta_path``
-    the selected model's delta is saved there (safetensors)."""
+    """Train and evaluate one run; raises DivergedError on a NaN/inf loss.
+
+    ``delta_path``: save the selected model's delta there (safetensors).
+    ``micro_batch_size``: split each batch into micro-batches of this size and accumulate their
+    gradients (same effective batch and sampling order; used to retry after CUDA OOM).
+    ``checkpoint_dir``: write a checkpoint at the end of every epoch and resume from the one
+    found there (a preempted or killed run continues from its last finished epoch).
+    """
     import torch
     from tqdm.auto import tqdm
 
+    from bench import checkpoint, faults
     from bench.backbones import load_backbone, load_tokenizer, resolve_backbone
     from bench.data import Collator, carve_selection_split, load_task, make_loader, tokenize_task
     from methods import build_method
@@ -147,33 +160,55 @@ def train_run(
     best: dict[str, Any] = {"score": -math.inf}
     best_state = None
     eval_seconds = 0.0
+    trained_before = 0.0  # training seconds of epochs done before a resume
     step = 0
-    bar = tqdm(total=total_steps, desc=f"train {run.label}", disable=not progress or None)
+    first_epoch = 1
+    resumed = checkpoint.load(checkpoint_dir) if checkpoint_dir is not None else None
+    if resumed is not None:
+        method.restore_state(model, resumed.trained)
+        optimizer.load_state_dict(resumed.optimizer)
+        scheduler.load_state_dict(resumed.scheduler)
+        train_loader.generator.set_state(resumed.data_rng)
+        torch.set_rng_state(resumed.torch_rng)
+        if resumed.cuda_rng:
+            torch.cuda.set_rng_state_all(resumed.cuda_rng)
+        curve, best, best_state = resumed.curve, resumed.best, resumed.best_state
+        eval_seconds, trained_before = resumed.eval_seconds, resumed.train_seconds
+        step, first_epoch = resumed.step, resumed.epoch + 1
+        log.info("resumed from the checkpoint of epoch %d (step %d)", resumed.epoch, step)
+    micro = min(micro_batch_size or cfg.batch_size, cfg.batch_size)
+    trained_params = [p for g in groups for p in g["params"]]
+    log.info(
+        "%s: %d train / %d selection examples, %d steps, micro-batch %d, device %s",
+        run.label,
+        sizes.train,
+        sizes.selection,
+        total_steps,
+        micro,
+        device,
+    )
+    bar = tqdm(
+        total=total_steps, initial=step, desc=f"train {run.label}", disable=not progress or None
+    )
     train_started = time.perf_counter()
-    for epoch in range(1, cfg.epochs + 1):
+    for epoch in range(first_epoch, cfg.epochs + 1):
         method.on_epoch_start(model, epoch)
         model.train()
         running, count = 0.0, 0
         for batch in train_loader:
-            labels = batch.pop("labels").to(device)
-            inputs = {k: v.to(device) for k, v in batch.items() if k != "index"}
-            with autocast:
-                logits = model(**inputs).logits
-            loss = task_loss(kind, logits, labels)
-            if not torch.isfinite(loss):
-                raise DivergedError(f"loss became {loss.item()} at step {step + 1}")
-            loss.backward()
+            poison = faults.at_step(run, step + 1, full_micro_batch=micro == cfg.batch_size)
+            loss_value = _accumulate(model, batch, kind, micro, device, autocast, poison)
+            if not math.isfinite(loss_value):
+                raise DivergedError(f"loss became {loss_value} at step {step + 1}")
             if cfg.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(
-                    [p for g in groups for p in g["params"]], cfg.max_grad_norm
-                )
+                torch.nn.utils.clip_grad_norm_(trained_params, cfg.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            running, count = running + loss.item(), count + 1
+            running, count = running + loss_value, count + 1
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}")
+            bar.set_postfix(loss=f"{loss_value:.4f}")
             if step % eval_every == 0 or step == total_steps:
                 tick = time.perf_counter()
                 scores = evaluate(
@@ -188,6 +223,14 @@ def train_run(
                     "selection": scores,
                 }
                 curve.append(point)
+                log.info(
+                    "epoch %d step %d/%d train_loss %.4f selection %s",
+                    epoch,
+                    step,
+                    total_steps,
+                    point["train_loss"],
+                    ", ".join(f"{k}={v:.4f}" for k, v in sorted(scores.items())),
+                )
                 running, count = 0.0, 0
                 score = scores[spec.primary_metric]
                 if math.isnan(score):
@@ -201,8 +244,32 @@ def train_run(
                     }
                     best_state = method.trainable_state(model)
                 model.train()
+        if checkpoint_dir is not None and epoch < cfg.epochs:
+            checkpoint.save(
+                checkpoint_dir,
+                checkpoint.TrainState(
+                    epoch=epoch,
+                    step=step,
+                    curve=curve,
+                    best=best,
+                    eval_seconds=eval_seconds,
+                    train_seconds=trained_before
+                    + time.perf_counter()
+                    - train_started
+                    - (eval_seconds - (resumed.eval_seconds if resumed else 0.0)),
+                    trained=method.trainable_state(model),
+                    best_state=best_state,
+                    optimizer=optimizer.state_dict(),
+                    scheduler=scheduler.state_dict(),
+                    data_rng=train_loader.generator.get_state(),
+                    torch_rng=torch.get_rng_state(),
+                    cuda_rng=torch.cuda.get_rng_state_all() if device.startswith("cuda") else [],
+                ),
+            )
+        faults.at_epoch_end(run, epoch)
     bar.close()
-    train_seconds = time.perf_counter() - train_started - eval_seconds
+    eval_this_session = eval_seconds - (resumed.eval_seconds if resumed else 0.0)
+    train_seconds = trained_before + time.perf_counter() - train_started - eval_this_session
 
     method.restore_state(model, best_state)
     if delta_path is not None:
@@ -231,8 +298,60 @@ def train_run(
         peak_memory_bytes=peak_memory_bytes(device),
         device=device_name(device),
         max_length=max_length,
-        extra={"method_info": method_info},
+        extra={
+            "method_info": method_info,
+            "micro_batch_size": micro,
+            "grad_accum_steps": math.ceil(cfg.batch_size / micro),
+            "resumed_from_epoch": resumed.epoch if resumed else None,
+        },
     )
+
+
+def _accumulate(
+    model: nn.Module,
+    batch: dict[str, Any],
+    kind: str,
+    micro: int,
+    device: str,
+    autocast: Any,
+    poison: bool = False,
+) -> float:
+    """Forward and backward one batch in micro-batches of ``micro`` rows; return its loss.
+
+    Each micro-batch's mean loss is weighted by its share of the batch's labelled items
+    (examples, or non-ignored tokens for token tasks), so the summed gradient equals the whole
+    batch's. With one micro-batch this is exactly the plain step.
+    """
+    import torch
+
+    labels = batch.pop("labels")
+    batch.pop("index", None)
+    rows = labels.shape[0]
+    counted = (
+        (labels != -100).sum(dim=tuple(range(1, labels.dim())))
+        if kind == "token_classification"
+        else None
+    )
+    total = float(counted.sum()) if counted is not None else float(rows)
+    loss_value = 0.0
+    for start in range(0, rows, micro):
+        part = slice(start, start + micro)
+        share = float(counted[part].sum()) if counted is not None else float(len(labels[part]))
+        if share == 0:
+            continue  # a micro-batch of only ignored tokens adds nothing (and its mean is 0/0)
+        inputs = {k: v[part].to(device) for k, v in batch.items()}
+        with autocast:
+            logits = model(**inputs).logits
+        loss = task_loss(kind, logits, labels[part].to(device))
+        if poison:
+            loss = loss * float("nan")
+        if micro < rows:
+            loss = loss * (share / total)
+        if not torch.isfinite(loss):
+            return float(loss.item())
+        loss.backward()
+        loss_value += float(loss.item())
+    return loss_value
 
 
 def attach_data(tokenizer: Any, spec: TaskSpec, train_split: Any, examples: int = 64) -> Any:

@@ -1,0 +1,196 @@
+"""The driver of a sweep: choose what to run, hand it to an executor, index what comes back.
+
+Only the driver appends to the index. It holds a lock on the output directory (a second driver
+on the same directory gets a clear error; the lock dies with its process, even on SIGKILL),
+repairs the index before starting (torn lines dropped, records that a killed driver never
+indexed added), and shows one progress bar: done / failed / running and the ETA.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sys
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import records
+from bench.config import RunSpec
+from bench.errors import UserError
+from bench.executors import ExecutorConfig, get_executor
+from bench.worker import WorkerOptions
+
+#: Statuses that ``--rerun-failed`` runs again. ``diverged`` is a result of the configuration
+#: (it is reported as such); ``--force`` reruns it like everything else.
+RERUN_STATUSES = ("failed", "timeout")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What to do with each planned run."""
+
+    to_run: list[RunSpec]
+    counts: Counter[str]  # status → number of planned runs, before selection
+
+
+def status_of(output: Path, run: RunSpec) -> str:
+    """``ok``/``failed``/``diverged``/``timeout`` from the run's record, else ``pending``."""
+    record = records.read_record(output, run.key)
+    return record.get("status", "pending") if record else "pending"
+
+
+def select_runs(
+    plan: Sequence[RunSpec],
+    output: Path,
+    rerun_failed: bool = False,
+    force: bool = False,
+    save_delta: bool = False,
+) -> Selection:
+    """Pending runs, plus failed ones with ``rerun_failed``, plus everything with ``force``.
+    With ``save_delta``, finished runs that have no stored delta run again to produce it."""
+    counts: Counter[str] = Counter()
+    to_run = []
+    for run in plan:
+        record = records.read_record(output, run.key)
+        status = record.get("status", "pending") if record else "pending"
+        counts[status] += 1
+        missing_delta = save_delta and status == records.STATUS_OK and "delta_file" not in record
+        if (
+            force
+            or status == "pending"
+            or (rerun_failed and status in RERUN_STATUSES)
+            or missing_delta
+        ):
+            to_run.append(run)
+    return Selection(to_run=to_run, counts=counts)
+
+
+def describe_counts(selection: Selection, total: int) -> str:
+    done = selection.counts.get(records.STATUS_OK, 0)
+    others = ", ".join(
+        f"{n} {status}"
+        for status, n in sorted(selection.counts.items())
+        if status not in (records.STATUS_OK, "pending")
+    )
+    text = f"{total} runs planned, {done} already done"
+    if others:
+        text += f", {others}"
+    return text + f"; {len(selection.to_run)} to run"
+
+
+@contextlib.contextmanager
+def output_lock(output: Path) -> Iterator[None]:
+    """Exclusive use of ``output`` by one driver (released when the process ends, however)."""
+    output.mkdir(parents=True, exist_ok=True)
+    path = output / ".lock"
+    handle = path.open("a+", encoding="utf-8")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise UserError(
+                f"another sweep (pid {holder}) is using {output}; wait for it or choose "
+                "another --output"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
+    finally:
+        handle.close()
+
+
+class Progress:
+    """The driver's progress bar and the index writer (the executors' ``SweepEvents``)."""
+
+    def __init__(self, output: Path, total: int, enabled: bool) -> None:
+        from tqdm.auto import tqdm
+
+        self.output = output
+        self.counts: Counter[str] = Counter()
+        self.running: set[str] = set()
+        self.records: list[dict[str, Any]] = []
+        self.bar = tqdm(total=total, desc="sweep", unit="run", disable=not enabled or None)
+        self.enabled = enabled
+
+    def started(self, run: RunSpec) -> None:
+        self.running = {run.key}
+        self._refresh()
+
+    def waiting(self, in_flight: Sequence[RunSpec]) -> None:
+        self.running = {
+            r.key for r in in_flight if records.running_path(self.output, r.key).exists()
+        }
+        self._refresh()
+
+    def finished(self, record: dict[str, Any]) -> None:
+        records.append_index(self.output, record)
+        self.records.append(record)
+        self.counts[record["status"]] += 1
+        self.running.discard(record["key"])
+        primary = record.get("primary") or {}
+        outcome = ", ".join(f"{s}={v:.4f}" for s, v in primary.items() if v is not None)
+        if record["status"] != records.STATUS_OK:
+            outcome = (record.get("error") or {}).get("message", "")[:100]
+        line = (
+            f"{record['status']:>8} {record['task']}/{record['method']}/seed{record['seed']} "
+            f"{outcome} [{records.log_path(self.output, record['key'])}]"
+        )
+        if self.enabled:
+            self.bar.write(line, file=sys.stderr)
+        self.bar.update(1)
+        self._refresh()
+
+    def _refresh(self) -> None:
+        failed = sum(n for s, n in self.counts.items() if s != records.STATUS_OK)
+        self.bar.set_postfix(
+            done=self.counts[records.STATUS_OK], failed=failed, running=len(self.running)
+        )
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def run_sweep(
+    plan: Sequence[RunSpec],
+    output: Path,
+    executor: ExecutorConfig,
+    options: WorkerOptions,
+    rerun_failed: bool = False,
+    force: bool = False,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Run what the plan still needs; return the plan's records (finished ones included)."""
+    with output_lock(output):
+        fixed = records.repair_index(output)
+        if fixed["torn_lines"] or fixed["added"]:
+            print(
+                f"index repaired: {fixed['torn_lines']} torn line(s) dropped, "
+                f"{fixed['added']} record(s) indexed",
+                file=sys.stderr,
+            )
+        selection = select_runs(plan, output, rerun_failed, force, options.save_delta)
+        print(describe_counts(selection, len(plan)), file=sys.stderr)
+        config = executor.resolved()
+        if config.kind != "slurm":
+            for run in selection.to_run:  # markers left by a killed worker
+                records.running_path(output, run.key).unlink(missing_ok=True)
+        events = Progress(output, len(selection.to_run), progress)
+        try:
+            if selection.to_run:
+                get_executor(config).execute(selection.to_run, options, events)
+        finally:
+            events.close()
+    out = []
+    for run in plan:
+        record = records.read_record(output, run.key)
+        if record is not None:
+            out.append(record)
+    return out

@@ -1,0 +1,208 @@
+"""The worker side of a sweep: train one run and write its record. Same code in every executor.
+
+The worker writes the run's record atomically (``runs/<key>.json``) and never touches the
+index: only the driver appends to it. While a run trains, ``running/<key>.json`` says where
+(host, pid, GPUs) and its log goes to ``logs/<key>.log``.
+
+Outcomes: ``ok``; ``diverged`` (NaN/inf loss); ``failed`` with the original exception's type,
+message and traceback. Bad input (``UserError``) propagates: it stops the sweep and writes
+nothing. CUDA out-of-memory is retried once with half the micro-batch and twice the gradient
+accumulation (same effective batch); the record's ``oom_retry`` says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import socket
+import time
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import records
+from bench.config import RunSpec
+from bench.errors import UserError
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """How workers run (picklable: sent to Ray and Slurm workers)."""
+
+    output: str
+    device: str | None = None
+    save_delta: bool = False
+    checkpoints: bool = False
+    executor: str = "serial"
+    progress: bool = False
+
+
+def is_cuda_oom(error: BaseException) -> bool:
+    import torch
+
+    return isinstance(error, torch.cuda.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and "CUDA out of memory" in str(error)
+    )
+
+
+def error_info(error: BaseException) -> dict[str, str]:
+    return {
+        "type": type(error).__name__,
+        "message": str(error),
+        "traceback": "".join(traceback.format_exception(error)),
+    }
+
+
+def placement(executor: str) -> dict[str, Any]:
+    """Where this worker runs: host, pid, the GPUs given to it and the scheduler's job id."""
+    info: dict[str, Any] = {"executor": executor, "host": socket.gethostname(), "pid": os.getpid()}
+    if executor == "ray":
+        import ray
+
+        info["gpu_ids"] = [str(g) for g in ray.get_gpu_ids()]
+    else:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        info["gpu_ids"] = visible.split(",") if visible else []
+    for variable in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"):
+        if variable in os.environ:
+            info[variable.lower()] = os.environ[variable]
+    return info
+
+
+@contextlib.contextmanager
+def run_log(path: Path) -> Iterator[None]:
+    """Send the run's log lines (and transformers' warnings) to ``path`` while it runs."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    loggers = [logging.getLogger("bench.run"), logging.getLogger("transformers")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+    loggers[0].setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+        handler.close()
+
+
+def base_record(run: RunSpec) -> dict[str, Any]:
+    """The fields every record has, whatever the outcome."""
+    from tasks import get_task
+
+    spec = get_task(run.task)
+    return {
+        "schema": records.SCHEMA_VERSION,
+        "key": run.key,
+        "task": run.task,
+        "method": run.method,
+        "seed": run.seed,
+        "backbone": run.backbone,
+        "config": run.to_dict(),
+        "protocol": {
+            "selection_split": f"carved from train (val_fraction {run.train.val_fraction}, "
+            f"seeded by the run seed)",
+            "report_splits": list(spec.report_splits),
+            "primary_metric": spec.primary_metric,
+        },
+        "started_at": records.utc_now(),
+        "environment": records.environment(),
+    }
+
+
+def run_one(run: RunSpec, options: WorkerOptions) -> dict[str, Any]:
+    """Train ``run``, write its record atomically and return it (the driver indexes it)."""
+    output = Path(options.output)
+    record = base_record(run)
+    record["placement"] = {**placement(options.executor), "t_start": time.time()}
+    marker = records.running_path(output, run.key)
+    records.atomic_write_json(marker, {**record["placement"], "started_at": record["started_at"]})
+    started = time.perf_counter()
+    try:
+        with run_log(records.log_path(output, run.key)):
+            logging.getLogger("bench.run").info("start %s (key %s)", run.label, run.key)
+            record.update(_train(run, options, output))
+            logging.getLogger("bench.run").info("end %s: %s", run.label, record["status"])
+        record["wall_time_s"] = time.perf_counter() - started
+        record["placement"]["t_end"] = time.time()
+        record["finished_at"] = records.utc_now()
+        records.atomic_write_json(records.record_path(output, run.key), record)
+    finally:
+        marker.unlink(missing_ok=True)
+    return record
+
+
+def _train(run: RunSpec, options: WorkerOptions, output: Path) -> dict[str, Any]:
+    """The outcome fields of the record: status, and metrics or the error."""
+    from bench import checkpoint
+    from bench.train import DivergedError, train_run
+    from tasks import get_task
+
+    spec = get_task(run.task)
+    delta = records.delta_path(output, run.key) if options.save_delta else None
+    ckpt = records.checkpoint_dir(output, run.key) if options.checkpoints else None
+    micro: int | None = None
+    out: dict[str, Any] = {}
+    while True:
+        try:
+            result = train_run(
+                run,
+                device=options.device,
+                progress=options.progress,
+                delta_path=delta,
+                micro_batch_size=micro,
+                checkpoint_dir=ckpt,
+            )
+            break
+        except DivergedError as error:
+            return {**out, "status": "diverged", "error": error_info(error)}
+        except (KeyboardInterrupt, SystemExit, UserError):
+            raise
+        except Exception as error:  # isolation: one broken run must not stop the sweep
+            half = math.ceil(run.train.batch_size / 2)
+            if micro is None and is_cuda_oom(error) and run.train.batch_size > 1:
+                out["oom_retry"] = {
+                    "error": str(error),
+                    "micro_batch_size": half,
+                    "grad_accum_steps": math.ceil(run.train.batch_size / half),
+                }
+                micro = half
+                _free_cuda_memory()
+                continue
+            return {**out, "status": "failed", "error": error_info(error)}
+    if ckpt is not None:
+        checkpoint.remove(ckpt)
+    out.update(
+        status=records.STATUS_OK,
+        metrics=result.metrics,
+        primary={s: result.metrics[s][spec.primary_metric] for s in spec.report_splits},
+        best=result.best,
+        curve=result.curve,
+        params=result.params,
+        sizes=result.sizes,
+        timing=result.timing,
+        peak_memory_bytes=result.peak_memory_bytes,
+        device=result.device,
+        max_length=result.max_length,
+        **result.extra,
+    )
+    if delta is not None:
+        out["delta_file"] = str(delta.relative_to(output))
+    return out
+
+
+def _free_cuda_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
