@@ -1,4 +1,4 @@
-"""Command line: ``python -m bench run|list``.
+"""Command line: ``python -m bench run|rerun|list`` (and ``report``/``plot``).
 
 Only argparse and YAML are imported up front; torch, transformers and datasets load when a run
 needs them, so ``--help`` and ``list`` answer at once. A ``UserError`` anywhere becomes one clear
@@ -147,6 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--force", action="store_true", help="run every planned run again")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    run.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow backbones whose Hub repository ships its own Python code (off: such code "
+        "is never run)",
+    )
     placement = run.add_argument_group("executors (where runs go)")
     placement.add_argument(
         "--executor",
@@ -193,10 +199,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="Slurm: exit after submitting; run the same command later to index results",
     )
     placement.add_argument(
+        "--timeout-min",
+        type=_positive_float,
+        help="per-run time limit in minutes; a run past it is stopped and recorded as timeout",
+    )
+    placement.add_argument(
         "--checkpoints",
         action="store_true",
         help="write an epoch checkpoint per run so a killed run resumes (always on with slurm)",
     )
+
+    again = commands.add_parser(
+        "rerun", help="run a recorded run again from its record and compare the metrics"
+    )
+    again.add_argument("run_id", metavar="RUN_ID", help="run key (or a unique prefix of it)")
+    again.add_argument("--results", default=DEFAULT_OUTPUT, help="where the record is")
+    again.add_argument("--output", help="where the new record goes (default: a temp directory)")
+    again.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+    again.add_argument("--backbone", help="the backbone's location here, if it moved")
+    again.add_argument("--data-dir", help="the data's location here, if it moved")
+    again.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.0,
+        help="largest metric difference still counted as reproduced (default 0: identical)",
+    )
+
+    from bench.report.command import add_commands
+
+    add_commands(commands)
 
     listing = commands.add_parser("list", help="list methods, tasks or suites")
     listing.add_argument("what", choices=["methods", "tasks", "suites", "backbones"])
@@ -208,6 +239,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "list":
             return command_list(args.what)
+        if args.command in ("report", "plot"):
+            from bench.report.command import dispatch
+
+            return dispatch(args)
+        if args.command == "rerun":
+            from bench.rerun import rerun
+
+            return rerun(
+                Path(args.results),
+                args.run_id,
+                output=Path(args.output) if args.output else None,
+                device=args.device,
+                backbone=args.backbone,
+                data_dir=args.data_dir,
+                tolerance=args.tolerance,
+            )
         return command_run(args)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -275,6 +322,10 @@ def command_run(args: argparse.Namespace) -> int:
     from methods import method_names
 
     suite = get_suite(args.suite)
+    if args.trust_remote_code:
+        from bench.backbones import TRUST_REMOTE_CODE_ENV
+
+        os.environ[TRUST_REMOTE_CODE_ENV] = "1"
     train = {}
     for key in (
         "epochs",
@@ -346,6 +397,7 @@ def command_run(args: argparse.Namespace) -> int:
         device=args.device,
         save_delta=args.save_delta,
         checkpoints=args.checkpoints,
+        timeout_s=args.timeout_min * 60 if args.timeout_min else None,
     )
     results = run_sweep(
         plan,
