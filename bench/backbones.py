@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -108,9 +109,21 @@ def _directory_digest(directory: str) -> str:
     return digest.hexdigest()[:16]
 
 
+#: Set by ``--trust-remote-code``; read in every worker (the environment reaches Ray and Slurm).
+TRUST_REMOTE_CODE_ENV = "PEFT_BENCH_TRUST_REMOTE_CODE"
+
+
+def trust_remote_code() -> bool:
+    """Whether the user allowed model repositories to run their own Python code (default no)."""
+    return os.environ.get(TRUST_REMOTE_CODE_ENV) == "1"
+
+
 def _load_error(ref: BackboneRef, error: Exception) -> UserError:
     if ref.is_local:
-        return UserError(f"could not load backbone '{ref.name}' from {ref.location}: {error}")
+        return UserError(
+            f"could not load backbone '{ref.name}' from {ref.location}: {error}\n"
+            "peft-bench loads weights only from safetensors files (never pickled .bin files)."
+        )
     return UserError(
         f"could not load backbone '{ref.name}' ({ref.location}): {error}\n"
         "If you are offline, the Hugging Face Hub is unreachable and the model is not cached: "
@@ -128,11 +141,15 @@ def load_tokenizer(ref: BackboneRef, task: TaskSpec) -> PreTrainedTokenizerBase:
     if not ref.is_local:
         prepare_hub_access()
     try:
-        model_type = AutoConfig.from_pretrained(ref.location).model_type
+        model_type = AutoConfig.from_pretrained(
+            ref.location, trust_remote_code=trust_remote_code()
+        ).model_type
         kwargs = {}
         if task.kind.value == "token_classification" and model_type in _PREFIX_SPACE_MODEL_TYPES:
             kwargs["add_prefix_space"] = True
-        tokenizer = AutoTokenizer.from_pretrained(ref.location, use_fast=True, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(
+            ref.location, use_fast=True, trust_remote_code=trust_remote_code(), **kwargs
+        )
     except OSError as error:
         raise _load_error(ref, error) from None
     except ValueError as error:  # e.g. a config.json without model_type
@@ -174,7 +191,13 @@ def load_backbone(ref: BackboneRef, task: TaskSpec, pad_token_id: int | None) ->
         else (AutoModelForSequenceClassification)
     )
     try:
-        model, info = auto.from_pretrained(ref.location, output_loading_info=True, **kwargs)
+        model, info = auto.from_pretrained(
+            ref.location,
+            output_loading_info=True,
+            use_safetensors=True,  # never unpickle a checkpoint
+            trust_remote_code=trust_remote_code(),
+            **kwargs,
+        )
     except OSError as error:
         raise _load_error(ref, error) from None
     except ValueError as error:  # e.g. an architecture without this head

@@ -15,6 +15,13 @@ class UserError(Exception):
     exit_code = 2
 
 
+class StorageError(UserError):
+    """The output directory stopped accepting writes (disk full, permissions). Finished runs are
+    safe; the same command finishes the rest once the problem is fixed."""
+
+    exit_code = 74  # EX_IOERR
+
+
 def closest(name: str, valid: Iterable[str]) -> str | None:
     """The valid name closest to ``name``, or None when nothing is similar enough."""
     matches = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.5)

@@ -20,7 +20,7 @@ from typing import Any
 
 from bench import records
 from bench.config import RunSpec
-from bench.errors import UserError
+from bench.errors import StorageError, UserError
 from bench.executors import ExecutorConfig, get_executor
 from bench.worker import WorkerOptions
 
@@ -186,6 +186,11 @@ def run_sweep(
         try:
             if selection.to_run:
                 get_executor(config).execute(selection.to_run, options, events)
+        except OSError as error:  # a record or the index could not be written
+            raise StorageError(
+                f"cannot write under {output}: {error}. Finished runs are safe; run the same "
+                "command again once the problem is fixed to finish the rest."
+            ) from None
         finally:
             events.close()
     out = []

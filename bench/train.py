@@ -179,8 +179,9 @@ def train_run(
     micro = min(micro_batch_size or cfg.batch_size, cfg.batch_size)
     trained_params = [p for g in groups for p in g["params"]]
     log.info(
-        "%s: %d train / %d selection examples, %d steps, micro-batch %d, device %s",
+        "%s (key %s): %d train / %d selection examples, %d steps, micro-batch %d, device %s",
         run.label,
+        run.key,
         sizes.train,
         sizes.selection,
         total_steps,

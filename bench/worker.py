@@ -16,7 +16,9 @@ import contextlib
 import logging
 import math
 import os
+import signal
 import socket
+import threading
 import time
 import traceback
 from collections.abc import Iterator
@@ -39,6 +41,32 @@ class WorkerOptions:
     checkpoints: bool = False
     executor: str = "serial"
     progress: bool = False
+    timeout_s: float | None = None
+
+
+class RunTimeout(Exception):
+    """A run exceeded its time limit (``--timeout-min``); its record gets status ``timeout``."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise :class:`RunTimeout` in this thread after ``seconds`` (SIGALRM; main thread only,
+    which is where the serial executor, Ray tasks and Slurm jobs run). Python code and sleeps
+    are interrupted; a call stuck inside native code is interrupted when it returns."""
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise RunTimeout(f"no result after the time limit of {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def is_cuda_oom(error: BaseException) -> bool:
@@ -77,7 +105,7 @@ def placement(executor: str) -> dict[str, Any]:
 def run_log(path: Path) -> Iterator[None]:
     """Send the run's log lines (and transformers' warnings) to ``path`` while it runs."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, encoding="utf-8")
+    handler = logging.FileHandler(path, encoding="utf-8", delay=True)  # no file until a line
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     loggers = [logging.getLogger("bench.run"), logging.getLogger("transformers")]
     levels = [logger.level for logger in loggers]
@@ -127,7 +155,6 @@ def run_one(run: RunSpec, options: WorkerOptions) -> dict[str, Any]:
     started = time.perf_counter()
     try:
         with run_log(records.log_path(output, run.key)):
-            logging.getLogger("bench.run").info("start %s (key %s)", run.label, run.key)
             record.update(_train(run, options, output))
             logging.getLogger("bench.run").info("end %s: %s", run.label, record["status"])
         record["wall_time_s"] = time.perf_counter() - started
@@ -152,15 +179,18 @@ def _train(run: RunSpec, options: WorkerOptions, output: Path) -> dict[str, Any]
     out: dict[str, Any] = {}
     while True:
         try:
-            result = train_run(
-                run,
-                device=options.device,
-                progress=options.progress,
-                delta_path=delta,
-                micro_batch_size=micro,
-                checkpoint_dir=ckpt,
-            )
+            with time_limit(options.timeout_s):
+                result = train_run(
+                    run,
+                    device=options.device,
+                    progress=options.progress,
+                    delta_path=delta,
+                    micro_batch_size=micro,
+                    checkpoint_dir=ckpt,
+                )
             break
+        except RunTimeout as error:
+            return {**out, "status": "timeout", "error": error_info(error)}
         except DivergedError as error:
             return {**out, "status": "diverged", "error": error_info(error)}
         except (KeyboardInterrupt, SystemExit, UserError):

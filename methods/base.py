@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -28,6 +29,32 @@ def check_positive_int(value: Any, name: str) -> None:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
+def _accepts(kind: str, value: Any) -> bool:
+    """Whether ``value`` fits the annotation ``kind`` (``float``, ``int | None``, ``str``...)."""
+    options = [part.strip() for part in kind.split("|")]
+    if value is None:
+        return "None" in options
+    if isinstance(value, bool):
+        return "bool" in options
+    checks = {
+        "int": lambda v: isinstance(v, int),
+        "float": lambda v: isinstance(v, int | float) and math.isfinite(v),
+        "str": lambda v: isinstance(v, str),
+    }
+    known = [checks[o] for o in options if o in checks]
+    return not known or any(check(value) for check in known)
+
+
+def check_field_types(config: Any) -> None:
+    """ValueError naming the first field whose value does not fit its annotation (run before
+    range checks, so that ``lr: ""`` reads "lr must be float", not a comparison error)."""
+    for item in dataclasses.fields(config):
+        value = getattr(config, item.name)
+        kind = item.type if isinstance(item.type, str) else getattr(item.type, "__name__", "")
+        if not _accepts(kind, value):
+            raise ValueError(f"{item.name} must be {kind}, got {value!r}")
+
+
 @dataclass(frozen=True)
 class MethodConfig:
     """Base class of every method's hyperparameters (a frozen dataclass, validated on creation).
@@ -41,7 +68,8 @@ class MethodConfig:
     )
 
     def __post_init__(self) -> None:
-        if isinstance(self.lr, bool) or not isinstance(self.lr, int | float) or not self.lr > 0:
+        check_field_types(self)
+        if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
 
     @classmethod
