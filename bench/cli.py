@@ -370,7 +370,10 @@ def command_run(args: argparse.Namespace) -> int:
     output = Path(args.output)
     selection = select_runs(plan, output, args.rerun_failed, args.force, args.save_delta)
     if args.dry_run:
+        from bench.estimate import ASSUMPTION, estimate_plan
+
         chosen = {run.key for run in selection.to_run}
+        estimates = estimate_plan(plan)
         rows = [
             (
                 i + 1,
@@ -381,12 +384,22 @@ def command_run(args: argparse.Namespace) -> int:
                 r.backbone,
                 status_of(output, r),
                 "run" if r.key in chosen else "skip",
+                "?" if e.gpu_seconds is None else f"{e.gpu_seconds / 60:.1f}",
             )
-            for i, r in enumerate(plan)
+            for i, (r, e) in enumerate(zip(plan, estimates, strict=True))
         ]
-        headers = ["#", "key", "task", "method", "seed", "backbone", "status", "action"]
+        headers = ["#", "key", "task", "method", "seed", "backbone", "status", "action", "GPU-min"]
         print(tabulate(rows, headers=headers))
         print(f"\n{describe_counts(selection, len(plan))}; records go to {output}/runs/")
+        todo = [e.gpu_seconds for r, e in zip(plan, estimates, strict=True) if r.key in chosen]
+        known = [s for s in todo if s is not None]
+        unknown = (
+            f" ({len(todo) - len(known)} runs of unknown size)" if len(known) < len(todo) else ""
+        )
+        print(
+            f"estimated GPU time of the runs to do: {sum(known) / 3600:.1f} GPU-hours{unknown}"
+            f" [rough: {ASSUMPTION}]"
+        )
         return 0
 
     preflight(selection.to_run)

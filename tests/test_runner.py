@@ -544,3 +544,30 @@ def test_faults_env_is_validated(monkeypatch) -> None:
 
 class _FakeRun:
     task, method, seed = "sst2", "full_finetune", 1
+
+
+def test_paper_suite_dry_run_shows_plan_sources_and_gpu_hours(capsys) -> None:
+    suite = builtin_suites()["paper-ptv2"]
+    assert all("run_script" in s.source or "fairseq" in s.source or "Not a paper" in s.source
+               for s in suite.settings)  # fmt: skip
+    assert main(["run", "--suite", "paper-ptv2", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "12 runs planned" in out and "roberta-large" in out
+    assert "GPU-hours" in out and "A100-class" in out
+
+
+def test_gpu_time_estimate_follows_its_formula(tiny_bert_dir, tiny_data_dir) -> None:
+    from bench.estimate import PEAK_FLOPS, UTILIZATION, backbone_parameters, estimate_run
+
+    (run,) = _plan(tiny_bert_dir, tiny_data_dir, epochs=2, batch_size=8, max_train_samples=100)
+    n = backbone_parameters("x", str(tiny_bert_dir))
+    import transformers
+
+    model = transformers.AutoModel.from_pretrained(tiny_bert_dir)
+    assert n == sum(p.numel() for p in model.parameters())
+    # 100 drawn, 10 carved for selection: 90 / 8 -> 12 steps per epoch; rte eval 277 examples.
+    steps, length = 2 * 12, 32
+    flops = steps * 8 * length * 6 * n + (10 * 2 + 277) * length * 2 * n
+    run = type(run)(**{**run.__dict__, "task": "rte"})
+    assert estimate_run(run, n).gpu_seconds == pytest.approx(flops / (PEAK_FLOPS * UTILIZATION))
+    assert estimate_run(run, None).gpu_seconds is None

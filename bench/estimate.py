@@ -1,0 +1,112 @@
+"""A rough GPU-time estimate of a plan, shown by ``run --dry-run`` (a budget, not a measurement).
+
+time ≈ optimizer steps × batch × max_length × FLOPs per token ÷ (peak bf16 FLOP/s × utilization)
+
+FLOPs per token: 6N for full fine-tuning (forward 2N, backward 4N); 4N when the backbone is
+frozen (the backward pass still goes through its activations but computes no weight gradients).
+N is the backbone's parameter count. Tokens are counted at ``max_length`` (padding included), so
+the estimate is an upper bound on compute and a lower bound on overheads; evaluation is added as
+forward passes (2N per token) over the selection split every epoch and each reported split once.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bench.config import RunSpec
+
+#: Assumed device: an NVIDIA A100's dense bf16 peak (312 TFLOP/s) at 30% utilization.
+PEAK_FLOPS = 312e12
+UTILIZATION = 0.30
+ASSUMPTION = "A100-class GPU: 312 TFLOP/s bf16 peak at 30% utilization, tokens at max_length"
+
+#: Training and evaluation sizes of the full datasets (Hugging Face dataset cards of
+#: nyu-mll/glue and conll2003; the same counts as the original files in ../shared/data).
+DATASET_SIZES: dict[str, tuple[int, int]] = {
+    "cola": (8551, 1043),
+    "sst2": (67349, 872),
+    "mrpc": (3668, 408),
+    "stsb": (5749, 1500),
+    "qqp": (363846, 40430),
+    "mnli": (392702, 19647),
+    "qnli": (104743, 5463),
+    "rte": (2490, 277),
+    "wnli": (635, 71),
+    "conll2003": (14041, 6703),
+}
+
+#: Parameter counts of the short-named Hub backbones (model cards), used when the weights are
+#: not on this machine.
+KNOWN_PARAMETERS: dict[str, float] = {
+    "bert-base-uncased": 110e6,
+    "bert-base-cased": 108e6,
+    "bert-large-cased": 333e6,
+    "bert-large-uncased": 335e6,
+    "roberta-base": 125e6,
+    "roberta-large": 355e6,
+    "deberta-v3-base": 184e6,
+    "deberta-v3-large": 435e6,
+    "gpt2": 124e6,
+    "minilm": 22.7e6,
+}
+
+
+@dataclass(frozen=True)
+class Estimate:
+    gpu_seconds: float | None  # None: the backbone's size or the data's size is unknown
+
+
+def backbone_parameters(name: str, location: str | None = None) -> float | None:
+    """Parameter count from local safetensors headers, else the table above, else None."""
+    if location and Path(location).is_dir():
+        total = 0
+        for file in Path(location).glob("*.safetensors"):
+            with file.open("rb") as handle:
+                (size,) = struct.unpack("<Q", handle.read(8))
+                header = json.loads(handle.read(size))
+            for key, info in header.items():
+                if key != "__metadata__":
+                    total += math.prod(info["shape"])
+        if total:
+            return float(total)
+    return KNOWN_PARAMETERS.get(name)
+
+
+def estimate_run(run: RunSpec, parameters: float | None) -> Estimate:
+    from tasks import get_task
+
+    sizes = DATASET_SIZES.get(run.task)
+    if parameters is None or sizes is None:
+        return Estimate(None)
+    cfg = run.train
+    spec = get_task(run.task)
+    pool = min(sizes[0], cfg.max_train_samples or sizes[0])
+    selection = max(1, round(pool * cfg.val_fraction))
+    steps = cfg.epochs * math.ceil((pool - selection) / cfg.batch_size)
+    length = cfg.max_length or spec.max_length
+    per_token = 6 * parameters if run.method == "full_finetune" else 4 * parameters
+    train_flops = steps * cfg.batch_size * length * per_token
+    evaluated = selection * cfg.epochs + min(sizes[1], cfg.max_eval_samples or sizes[1])
+    eval_flops = evaluated * length * 2 * parameters
+    return Estimate((train_flops + eval_flops) / (PEAK_FLOPS * UTILIZATION))
+
+
+def estimate_plan(plan: list[RunSpec]) -> list[Estimate]:
+    from bench.backbones import resolve_backbone
+
+    counts: dict[str, float | None] = {}
+    out = []
+    for run in plan:
+        if run.backbone not in counts:
+            ref = resolve_backbone(run.backbone)
+            counts[run.backbone] = backbone_parameters(
+                run.backbone, ref.location if ref.is_local else None
+            )
+        out.append(estimate_run(run, counts[run.backbone]))
+    return out
