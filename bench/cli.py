@@ -225,6 +225,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="largest metric difference still counted as reproduced (default 0: identical)",
     )
 
+    perf = commands.add_parser(
+        "perf", help="measure step time, throughput and memory of methods (and peft's)"
+    )
+    perf.add_argument("--backbone", default=DEFAULT_BACKBONE, help="backbone to measure on")
+    perf.add_argument(
+        "--methods", type=_csv, help="comma-separated methods (default: all but peft rows)"
+    )
+    perf.add_argument("--task", default="sst2", help="task whose head is attached (default sst2)")
+    perf.add_argument("--seq-len", type=_positive_int, default=128, help="tokens per example")
+    perf.add_argument("--batch-size", type=_positive_int, default=16, help="training batch")
+    perf.add_argument("--eval-batch-size", type=_positive_int, default=64, help="eval batch")
+    perf.add_argument("--steps", type=_positive_int, default=20, help="measured steps")
+    perf.add_argument("--warmup", type=int, default=3, help="unmeasured steps first")
+    perf.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+    perf.add_argument(
+        "--compare",
+        choices=["peft"],
+        help="also measure peft's implementation of each method and print our/peft ratios",
+    )
+    perf.add_argument(
+        "--method-args", type=_key_values, default={}, help="method overrides (k=v,...)"
+    )
+    perf.add_argument(
+        "--out", default="results/perf", help="where the JSON goes (default results/perf)"
+    )
+
     from bench.report.command import add_commands
 
     add_commands(commands)
@@ -243,6 +269,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from bench.report.command import dispatch
 
             return dispatch(args)
+        if args.command == "perf":
+            return command_perf(args)
         if args.command == "rerun":
             from bench.rerun import rerun
 
@@ -307,6 +335,32 @@ def command_list(what: str) -> int:
         rows += [(name, f"pip package {pkg}") for name, (_, pkg) in sorted(PACKAGE_ALIASES.items())]
         print(tabulate(rows, headers=["backbone", "source"]))
         print("\nAlso accepted: any Hub id (org/name) or a local model directory.")
+    return 0
+
+
+def command_perf(args: argparse.Namespace) -> int:
+    from bench.perf import PerfConfig, run_perf
+    from methods import method_names
+
+    config = PerfConfig(
+        backbone=args.backbone,
+        methods=tuple(args.methods or method_names(include_comparison=False)),
+        task=args.task,
+        seq_len=args.seq_len,
+        batch_size=args.batch_size,
+        eval_batch_size=args.eval_batch_size,
+        steps=args.steps,
+        warmup=args.warmup,
+        device=args.device,
+        compare_peft=args.compare == "peft",
+        method_args=args.method_args,
+    )
+    from bench.backbones import resolve_backbone
+    from tasks import get_task
+
+    get_task(config.task)
+    resolve_backbone(config.backbone)
+    run_perf(config, Path(args.out))
     return 0
 
 

@@ -44,6 +44,13 @@ class TrainConfig:
     max_eval_samples: int | None = field(
         default=None, metadata={"help": "Cap on each final evaluation split (None: all of it)."}
     )
+    group_by_length: bool = field(
+        default=False,
+        metadata={
+            "help": "Batch training examples of similar length (less padding, faster; changes "
+            "batch composition, hence results, so it is part of the run key)."
+        },
+    )
 
     def __post_init__(self) -> None:
         for name in ["val_fraction", "warmup_ratio", "weight_decay", "max_grad_norm"]:
@@ -67,6 +74,8 @@ class TrainConfig:
             or (self.eval_every < 0)
         ):
             raise UserError(f"eval_every must be an integer >= 0, got {self.eval_every!r}")
+        if not isinstance(self.group_by_length, bool):
+            raise UserError(f"group_by_length must be true or false, got {self.group_by_length!r}")
         if not 0.0 < self.val_fraction < 1.0:
             raise UserError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
         if not 0.0 <= self.warmup_ratio < 1.0:
@@ -87,6 +96,19 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def key_dict(self) -> dict[str, Any]:
+        """What enters run keys: every field, except fields added later while at their
+        default, so that keys of existing records stay valid."""
+        out = self.to_dict()
+        for name in KEYED_ONLY_WHEN_SET:
+            if out[name] == TrainConfig.__dataclass_fields__[name].default:
+                del out[name]
+        return out
+
+
+#: TrainConfig fields added after the first records were written (see ``key_dict``).
+KEYED_ONLY_WHEN_SET = ("group_by_length",)
 
 
 @dataclass(frozen=True)
@@ -116,7 +138,7 @@ class RunSpec:
             "backbone": self.backbone_identity,
             "data": self.data_identity,
             "seed": self.seed,
-            "train": self.train.to_dict(),
+            "train": self.train.key_dict(),
         }
 
     @property

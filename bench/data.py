@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -205,21 +206,64 @@ class Collator:
         return batch
 
 
+class LengthGroupedBatches:
+    """Batch indices of similar length: shuffle, cut into mega-batches of ``group`` batches,
+    sort each by length, chunk into batches and shuffle the batch order (less padding; every
+    example once per epoch). Random with its own generator, so resumable like the shuffle."""
+
+    def __init__(
+        self, lengths: list[int], batch_size: int, generator: torch.Generator, group: int = 50
+    ) -> None:
+        self.lengths, self.batch_size = lengths, batch_size
+        self.generator, self.group = generator, group
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        import torch
+
+        order = torch.randperm(len(self.lengths), generator=self.generator).tolist()
+        span = self.batch_size * self.group
+        batches = []
+        for start in range(0, len(order), span):
+            chunk = sorted(order[start : start + span], key=lambda i: -self.lengths[i])
+            batches += [
+                chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)
+            ]
+        for index in torch.randperm(len(batches), generator=self.generator).tolist():
+            yield batches[index]
+
+
 def make_loader(
     examples: list[dict[str, Any]],
     collator: Collator,
     batch_size: int,
     shuffle: bool,
     seed: int = 0,
+    group_by_length: bool = False,
+    pin_memory: bool = False,
 ) -> torch.utils.data.DataLoader:
-    """A DataLoader over in-memory examples; shuffling uses its own seeded generator."""
+    """A DataLoader over in-memory examples; shuffling uses its own seeded generator (exposed
+    as ``loader.generator`` for checkpoints), optionally grouping examples of similar length."""
     import torch
 
     generator = torch.Generator().manual_seed(seed) if shuffle else None
+    if shuffle and group_by_length:
+        lengths = [len(example["input_ids"]) for example in examples]
+        loader = torch.utils.data.DataLoader(
+            examples,
+            batch_sampler=LengthGroupedBatches(lengths, batch_size, generator),
+            generator=generator,
+            collate_fn=collator,
+            pin_memory=pin_memory,
+        )
+        return loader
     return torch.utils.data.DataLoader(
         examples,
         batch_size=batch_size,
         shuffle=shuffle,
         generator=generator,
         collate_fn=collator,
+        pin_memory=pin_memory,
     )

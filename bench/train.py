@@ -147,7 +147,13 @@ def train_run(
     groups = method.param_groups(model, cfg)
     optimizer = torch.optim.AdamW(groups, fused=device.startswith("cuda"))
     train_loader = make_loader(
-        train_split.to_list(), collator, cfg.batch_size, shuffle=True, seed=run.seed
+        train_split.to_list(),
+        collator,
+        cfg.batch_size,
+        shuffle=True,
+        seed=run.seed,
+        group_by_length=cfg.group_by_length,
+        pin_memory=device.startswith("cuda"),
     )
     total_steps = cfg.epochs * len(train_loader)
     scheduler = linear_schedule(optimizer, math.ceil(cfg.warmup_ratio * total_steps), total_steps)
@@ -402,6 +408,9 @@ def evaluate(
     from tasks import compute_metrics
 
     kind = spec.kind.value
+    # Longest first: batches hold examples of similar length, so little compute goes to padding
+    # (metrics are order-free; padding changes logits only at float rounding level).
+    examples = sorted(examples, key=lambda example: -len(example["input_ids"]))
     loader = make_loader(examples, collator, cfg.eval_batch_size, shuffle=False)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda"))
     left_padded = collator.tokenizer.padding_side == "left"

@@ -1,0 +1,331 @@
+"""``python -m bench perf``: step time, throughput and memory of each method, measured.
+
+For one backbone, sequence length and batch size, each method (and with ``--compare peft`` the
+peft implementation of the same method) is measured in its own fresh process, so that peak
+memory belongs to that method alone:
+
+- **step time**: forward + loss + backward + clipping + optimizer step, the training loop's own
+  step (:func:`bench.train._accumulate`), timed one step at a time after warm-up (CUDA
+  synchronized); median, interquartile range, min and max;
+- **tokens/s** in training and in evaluation (forward only, no gradients, the evaluation batch);
+- **peak memory**: CUDA max allocated over the measured steps; on CPU the peak resident set size
+  sampled every millisecond during the steps, minus the resident size before the model was
+  built (so that the Python/torch baseline is not counted);
+- **trainable and stored parameters**, and on CUDA the model FLOPs utilization against the
+  device's dense bf16 peak.
+
+Inputs are synthetic: random ordinary-vocabulary tokens at exactly ``seq_len`` (no padding) and
+random labels, the same for every method. Results go to ``results/perf/`` as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import statistics
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.errors import UserError
+
+#: Our method → peft's implementation of the same method (``--compare peft``).
+PEFT_COUNTERPART = {
+    "prompt_tuning": "peft_prompt_tuning",
+    "p_tuning": "peft_p_tuning",
+    "prefix_tuning": "peft_prefix_tuning",
+}
+#: Dense bf16 peak FLOP/s by device name fragment (vendor data sheets), for MFU.
+BF16_PEAK = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 70e12}
+
+
+@dataclass(frozen=True)
+class PerfConfig:
+    """What ``bench perf`` measures."""
+
+    backbone: str = field(metadata={"help": "Short name, Hub id or local directory."})
+    methods: tuple[str, ...] = field(metadata={"help": "Methods to measure."})
+    task: str = field(default="sst2", metadata={"help": "Task whose head is attached."})
+    seq_len: int = field(default=128, metadata={"help": "Tokens per example."})
+    batch_size: int = field(default=16, metadata={"help": "Training examples per step."})
+    eval_batch_size: int = field(default=64, metadata={"help": "Evaluation examples per batch."})
+    steps: int = field(default=20, metadata={"help": "Measured steps per method."})
+    warmup: int = field(default=3, metadata={"help": "Unmeasured steps first."})
+    device: str | None = field(default=None, metadata={"help": "cpu or cuda (default: cuda)."})
+    compare_peft: bool = field(default=False, metadata={"help": "Also measure peft's rows."})
+    method_args: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("seq_len", "batch_size", "eval_batch_size", "steps"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be a positive integer")
+        if self.warmup < 0:
+            raise UserError("--warmup must be >= 0")
+        if not self.methods:
+            raise UserError("--methods: name at least one method")
+
+
+@contextmanager
+def peak_rss_sampler(interval_s: float = 0.001) -> Iterator[Callable[[], int]]:
+    """Sample this process's resident set size in a thread; yields a function returning the
+    peak seen so far (bytes)."""
+    peak = [current_rss()]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], current_rss())
+            stop.wait(interval_s)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield lambda: max(peak[0], current_rss())
+    finally:
+        stop.set()
+        thread.join()
+
+
+def current_rss() -> int:
+    """Resident set size now, in bytes (Linux ``/proc``; elsewhere the peak so far)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as handle:
+            pages = int(handle.read().split()[1])
+        import os
+
+        return pages * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def time_calls(call: Callable[[], None], repeats: int, sync: Callable[[], None]) -> list[float]:
+    """Wall time of each of ``repeats`` calls (``sync`` before and after each, for CUDA)."""
+    out = []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        call()
+        sync()
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def summarize(times: list[float]) -> dict[str, float]:
+    quartiles = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
+    return {
+        "median_s": statistics.median(times),
+        "iqr_s": quartiles[2] - quartiles[0],
+        "min_s": min(times),
+        "max_s": max(times),
+    }
+
+
+def measure_method(config: PerfConfig, method_name: str) -> dict[str, Any]:
+    """Build, warm up and measure one method in this process (see the module docstring)."""
+    import torch
+
+    from bench.backbones import load_backbone, load_tokenizer, resolve_backbone
+    from bench.config import TrainConfig
+    from bench.train import _accumulate, ordinary_vocab_ids, pick_device, task_loss
+    from methods import AttachData, build_method, get_method
+    from tasks import get_task
+
+    baseline_rss = current_rss()
+    device = pick_device(config.device)
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    spec = get_task(config.task)
+    kind = spec.kind.value
+    ref = resolve_backbone(config.backbone)
+    tokenizer = load_tokenizer(ref, spec)
+    torch.manual_seed(0)
+    allowed = {f for f in get_method(method_name).config_cls.__dataclass_fields__}
+    overrides = {k: v for k, v in config.method_args.items() if k in allowed}
+    method = build_method(method_name, overrides)
+    backbone = load_backbone(ref, spec, tokenizer.pad_token_id)
+    vocab = ordinary_vocab_ids(tokenizer)
+    model = method.attach(backbone, spec, AttachData(vocab_ids=vocab)).to(device)
+    counts = method.parameter_counts(model)
+    groups = method.param_groups(model, TrainConfig())
+    optimizer = torch.optim.AdamW(groups, fused=cuda)
+    params = [p for g in groups for p in g["params"]]
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda)
+    generator = torch.Generator().manual_seed(0)
+
+    def batch(size: int) -> dict[str, torch.Tensor]:
+        pool = torch.tensor(vocab)
+        ids = pool[torch.randint(len(pool), (size, config.seq_len), generator=generator)]
+        out = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        if kind == "token_classification":
+            out["labels"] = torch.randint(
+                len(spec.labels), (size, config.seq_len), generator=generator
+            )
+        elif kind == "regression":
+            out["labels"] = torch.rand(size, generator=generator) * 5
+        else:
+            out["labels"] = torch.randint(len(spec.labels), (size,), generator=generator)
+        return out
+
+    train_batch = batch(config.batch_size)
+
+    def step() -> None:
+        _accumulate(model, dict(train_batch), kind, config.batch_size, device, autocast)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    model.train()
+    with peak_rss_sampler() as rss_peak:
+        time_calls(step, config.warmup, sync)
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        train_times = time_calls(step, config.steps, sync)
+        peak_cpu = rss_peak()
+    peak = int(torch.cuda.max_memory_allocated()) if cuda else peak_cpu - baseline_rss
+
+    eval_batch = {k: v.to(device) for k, v in batch(config.eval_batch_size).items()}
+    labels = eval_batch.pop("labels")
+    model.eval()
+
+    def forward() -> None:
+        with torch.no_grad(), autocast:
+            task_loss(kind, model(**eval_batch).logits, labels)
+
+    time_calls(forward, max(1, config.warmup), sync)
+    eval_times = time_calls(forward, config.steps, sync)
+
+    train = summarize(train_times)
+    evaluation = summarize(eval_times)
+    train_tokens = config.batch_size * config.seq_len / train["median_s"]
+    eval_tokens = config.eval_batch_size * config.seq_len / evaluation["median_s"]
+    result: dict[str, Any] = {
+        "method": method_name,
+        "device": device,
+        "train_step": train,
+        "train_tokens_per_s": train_tokens,
+        "eval_batch": evaluation,
+        "eval_tokens_per_s": eval_tokens,
+        "eval_over_train_throughput": eval_tokens / train_tokens,
+        "peak_memory_bytes": peak,
+        "memory_kind": "cuda_max_allocated" if cuda else "peak_rss_minus_baseline",
+        "trainable": counts.trainable,
+        "stored": counts.stored,
+        "backbone": counts.backbone,
+    }
+    if cuda:
+        name = torch.cuda.get_device_name(torch.device(device))
+        peak_flops = next((v for k, v in BF16_PEAK.items() if k in name), None)
+        per_token = (6 if method_name == "full_finetune" else 4) * counts.backbone
+        result["device_name"] = name
+        result["mfu"] = per_token * train_tokens / peak_flops if peak_flops else None
+    return result
+
+
+def _child(config: PerfConfig, method: str, queue: Any) -> None:
+    import os
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        queue.put(measure_method(config, method))
+    except Exception as error:  # report, don't crash the comparison (peft may refuse a model)
+        queue.put({"method": method, "error": f"{type(error).__name__}: {error}"})
+
+
+def measure_in_fresh_process(config: PerfConfig, method: str) -> dict[str, Any]:
+    """:func:`measure_method` in a spawned process (its own memory high-water mark)."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_child, args=(config, method, queue))
+    process.start()
+    try:
+        result = queue.get(timeout=3600)
+    finally:
+        process.join()
+    return result
+
+
+def run_perf(config: PerfConfig, out_dir: Path | None) -> dict[str, Any]:
+    """Measure every method (and its peft counterpart), print the table, write the JSON."""
+    from bench.records import environment
+    from methods import get_method
+
+    names = list(dict.fromkeys(config.methods))
+    for name in names:
+        get_method(name)  # unknown names fail before anything is measured
+    if config.compare_peft:
+        names += [PEFT_COUNTERPART[n] for n in names if n in PEFT_COUNTERPART]
+    results = {name: measure_in_fresh_process(config, name) for name in names}
+    report = {
+        "config": asdict(config),
+        "results": results,
+        "ratios_vs_peft": _ratios(results),
+        "environment": environment(),
+    }
+    print(format_table(report))
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        device = next((r["device"] for r in results.values() if "device" in r), "cpu")
+        name = Path(config.backbone).name
+        stem = f"{name}-{device.split(':')[0]}-L{config.seq_len}-B{config.batch_size}"
+        path = out_dir / f"{stem}.json"
+        path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        print(f"\nwritten to {path}")
+    return report
+
+
+def _ratios(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    out = {}
+    for ours, theirs in PEFT_COUNTERPART.items():
+        a, b = results.get(ours), results.get(theirs)
+        if a and b and "error" not in a and "error" not in b:
+            out[ours] = {
+                "step_time": a["train_step"]["median_s"] / b["train_step"]["median_s"],
+                "peak_memory": a["peak_memory_bytes"] / max(1, b["peak_memory_bytes"]),
+            }
+    return out
+
+
+def format_table(report: dict[str, Any]) -> str:
+    from tabulate import tabulate
+
+    results = report["results"]
+    full = results.get("full_finetune", {}).get("peak_memory_bytes")
+    rows = []
+    for name, r in results.items():
+        if "error" in r:
+            rows.append((name, "failed: " + r["error"][:70], "", "", "", "", "", ""))
+            continue
+        step = r["train_step"]
+        ratio = report["ratios_vs_peft"].get(name, {}).get("step_time")
+        rows.append(
+            (
+                name,
+                f"{step['median_s'] * 1000:.1f} ± {step['iqr_s'] * 1000:.1f}",
+                f"{r['train_tokens_per_s']:.0f}",
+                f"{r['eval_tokens_per_s']:.0f} ({r['eval_over_train_throughput']:.1f}x)",
+                f"{r['peak_memory_bytes'] / 2**20:.0f}"
+                + (f" ({r['peak_memory_bytes'] / full:.2f}x FT)" if full else ""),
+                f"{r['trainable']:,}",
+                f"{r['stored']:,}",
+                "" if ratio is None else f"{ratio:.2f}",
+            )
+        )
+    headers = ["method", "step ms (median ± IQR)", "train tok/s", "eval tok/s (x train)",
+               "peak MiB", "trainable", "stored", "ours/peft step"]  # fmt: skip
+    config = report["config"]
+    title = (
+        f"{config['backbone']} · {config['task']} head · seq {config['seq_len']} · batch "
+        f"{config['batch_size']} (eval {config['eval_batch_size']}) · {config['steps']} steps "
+        f"after {config['warmup']} warm-up"
+    )
+    return title + "\n" + tabulate(rows, headers=headers)
