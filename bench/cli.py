@@ -356,10 +356,22 @@ def command_perf(args: argparse.Namespace) -> int:
         method_args=args.method_args,
     )
     from bench.backbones import resolve_backbone
+    from bench.train import pick_device
+    from methods import get_method
     from tasks import get_task
 
     get_task(config.task)
     resolve_backbone(config.backbone)
+    pick_device(config.device)
+    fields = {
+        f for name in config.methods for f in get_method(name).config_cls.__dataclass_fields__
+    }
+    unknown = sorted(set(config.method_args) - fields)
+    if unknown:
+        raise UserError(
+            f"--method-args {unknown} belong to none of {list(config.methods)}; "
+            f"their fields: {sorted(fields)}"
+        )
     run_perf(config, Path(args.out))
     return 0
 
@@ -460,7 +472,7 @@ def command_run(args: argparse.Namespace) -> int:
     records.ensure_writable(output)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     options = WorkerOptions(
-        output=str(output),
+        output=str(output.resolve()),  # workers elsewhere (Ray, Slurm) need the absolute path
         device=args.device,
         save_delta=args.save_delta,
         checkpoints=args.checkpoints,

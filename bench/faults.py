@@ -9,6 +9,8 @@ so the same faults reach in-process, Ray and Slurm workers. Each fault is a mapp
 
 ``oom`` raises CUDA's out-of-memory error only while the run uses its full micro-batch, so the
 runner's retry with half the micro-batch goes through. ``nan`` makes that step's loss NaN.
+``"once": "/path/marker"`` fires the fault only if the marker file does not exist yet (and
+creates it), e.g. to kill a Ray worker on the first attempt only.
 """
 
 from __future__ import annotations
@@ -55,8 +57,15 @@ def _matching(run: RunSpec, **where: int) -> list[dict[str, Any]]:
     for fault in _parse(text):
         if any(k in fault and fault[k] != getattr(run, k) for k in ("task", "method", "seed")):
             continue
-        if all(fault.get(k) == v for k, v in where.items()):
-            out.append(fault)
+        if not all(fault.get(k) == v for k, v in where.items()):
+            continue
+        if "once" in fault:
+            try:
+                with open(fault["once"], "x", encoding="utf-8"):
+                    pass
+            except FileExistsError:
+                continue
+        out.append(fault)
     return out
 
 

@@ -188,10 +188,14 @@ def measure_method(config: PerfConfig, method_name: str) -> dict[str, Any]:
     with peak_rss_sampler() as rss_peak:
         time_calls(step, config.warmup, sync)
         if cuda:
-            torch.cuda.reset_peak_memory_stats()
+            torch.cuda.reset_peak_memory_stats(torch.device(device))
         train_times = time_calls(step, config.steps, sync)
         peak_cpu = rss_peak()
-    peak = int(torch.cuda.max_memory_allocated()) if cuda else peak_cpu - baseline_rss
+    peak = (
+        int(torch.cuda.max_memory_allocated(torch.device(device)))
+        if cuda
+        else peak_cpu - baseline_rss
+    )
 
     eval_batch = {k: v.to(device) for k, v in batch(config.eval_batch_size).items()}
     labels = eval_batch.pop("labels")
@@ -248,10 +252,17 @@ def measure_in_fresh_process(config: PerfConfig, method: str) -> dict[str, Any]:
     process = context.Process(target=_child, args=(config, method, queue))
     process.start()
     try:
-        result = queue.get(timeout=3600)
+        while True:
+            try:
+                return queue.get(timeout=1.0)
+            except Exception:  # queue.Empty: still measuring, unless the child died
+                if not process.is_alive():
+                    return {
+                        "method": method,
+                        "error": f"measuring process died ({process.exitcode})",
+                    }
     finally:
         process.join()
-    return result
 
 
 def run_perf(config: PerfConfig, out_dir: Path | None) -> dict[str, Any]:

@@ -52,6 +52,8 @@ def spec_from_record(
         raise UserError(f"record config has unknown field(s) {unknown}; allowed: {sorted(allowed)}")
     config["train"] = TrainConfig.from_dict(config["train"])
     ref = resolve_backbone(backbone or config["backbone"])
+    if backbone:
+        config["backbone"] = backbone  # the location here; the identity (in the key) is checked
     if ref.identity != config["backbone_identity"]:
         raise UserError(
             f"backbone {ref.name} has identity {ref.identity}, the record was trained on "

@@ -119,6 +119,16 @@ def _check_train_keys(values: dict[str, Any], where: str) -> None:
     _check_keys(values, allowed, f"{where} train")
 
 
+def _check_methods(methods: tuple[str, ...], where: str) -> None:
+    """A misspelt method would silently disable a setting: name it and the valid ones."""
+    from methods import method_names
+
+    valid = method_names(include_comparison=True)
+    for name in methods:
+        if name not in valid:
+            raise UserError(f"{where}: unknown method {name!r}; valid: {valid}")
+
+
 def _parse_setting(data: Any, where: str, suite_tasks: tuple[str, ...]) -> Setting:
     if not isinstance(data, dict):
         raise UserError(f"{where} must be a mapping, got {data!r}")
@@ -134,10 +144,12 @@ def _parse_setting(data: Any, where: str, suite_tasks: tuple[str, ...]) -> Setti
         )
     train = _mapping(data, "train", where)
     _check_train_keys(train, where)
+    methods = _names(data, "methods", where)
+    _check_methods(methods, where)
     return Setting(
         source=source.strip(),
         tasks=tasks,
-        methods=_names(data, "methods", where),
+        methods=methods,
         train=train,
         method=_mapping(data, "method", where),
     )

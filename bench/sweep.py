@@ -14,7 +14,7 @@ import os
 import sys
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -179,6 +179,7 @@ def run_sweep(
         selection = select_runs(plan, output, rerun_failed, force, options.save_delta)
         print(describe_counts(selection, len(plan)), file=sys.stderr)
         config = executor.resolved()
+        options = replace(options, force=force)
         if config.kind != "slurm":
             for run in selection.to_run:  # markers left by a killed worker
                 records.running_path(output, run.key).unlink(missing_ok=True)
@@ -186,7 +187,9 @@ def run_sweep(
         try:
             if selection.to_run:
                 get_executor(config).execute(selection.to_run, options, events)
-        except OSError as error:  # a record or the index could not be written
+        except ConnectionError:
+            raise
+        except OSError as error:  # a record, checkpoint or the index could not be written
             raise StorageError(
                 f"cannot write under {output}: {error}. Finished runs are safe; run the same "
                 "command again once the problem is fixed to finish the rest."

@@ -160,7 +160,7 @@ def train_run(
     eval_every = cfg.eval_every or len(train_loader)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda"))
     if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
+        torch.cuda.reset_peak_memory_stats(torch.device(device))
 
     curve: list[dict[str, Any]] = []
     best: dict[str, Any] = {"score": -math.inf}
@@ -169,7 +169,7 @@ def train_run(
     trained_before = 0.0  # training seconds of epochs done before a resume
     step = 0
     first_epoch = 1
-    resumed = checkpoint.load(checkpoint_dir) if checkpoint_dir is not None else None
+    resumed = _load_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
     if resumed is not None:
         method.restore_state(model, resumed.trained)
         optimizer.load_state_dict(resumed.optimizer)
@@ -314,6 +314,21 @@ def train_run(
     )
 
 
+def _load_checkpoint(directory: Path) -> Any:
+    """The run's last epoch checkpoint; an unreadable one is moved aside (the run restarts)."""
+    from bench import checkpoint
+
+    try:
+        return checkpoint.load(directory)
+    except Exception as error:  # torn or foreign files: never fail every retry because of them
+        aside = directory.with_name(f"{directory.name}.unreadable-{int(time.time())}")
+        directory.rename(aside)
+        log.warning(
+            "checkpoint %s unreadable (%s); moved to %s, starting over", directory, error, aside
+        )
+        return None
+
+
 def _accumulate(
     model: nn.Module,
     batch: dict[str, Any],
@@ -454,7 +469,7 @@ def peak_memory_bytes(device: str) -> int:
     import torch
 
     if device.startswith("cuda"):
-        return int(torch.cuda.max_memory_allocated())
+        return int(torch.cuda.max_memory_allocated(torch.device(device)))
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(rss if sys.platform == "darwin" else rss * 1024)
 

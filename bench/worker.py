@@ -13,6 +13,7 @@ accumulation (same effective batch); the record's ``oom_retry`` says so.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import math
 import os
@@ -42,10 +43,16 @@ class WorkerOptions:
     executor: str = "serial"
     progress: bool = False
     timeout_s: float | None = None
+    force: bool = False
 
 
-class RunTimeout(Exception):
-    """A run exceeded its time limit (``--timeout-min``); its record gets status ``timeout``."""
+class RunTimeout(BaseException):
+    """A run exceeded its time limit (``--timeout-min``); its record gets status ``timeout``.
+    A BaseException, so that no ``except Exception`` in the code it interrupts swallows it."""
+
+
+#: errno values meaning the output cannot take more data: the sweep stops (exit 74).
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 
 
 @contextlib.contextmanager
@@ -53,9 +60,15 @@ def time_limit(seconds: float | None) -> Iterator[None]:
     """Raise :class:`RunTimeout` in this thread after ``seconds`` (SIGALRM; main thread only,
     which is where the serial executor, Ray tasks and Slurm jobs run). Python code and sleeps
     are interrupted; a call stuck inside native code is interrupted when it returns."""
-    if not seconds or threading.current_thread() is not threading.main_thread():
+    if not seconds:
         yield
         return
+    if threading.current_thread() is not threading.main_thread():
+        logging.getLogger("bench.run").warning("time limit ignored outside the main thread")
+        yield
+        return
+    if seconds <= 0:
+        raise RunTimeout("no time left of the run's time limit")
 
     def expire(signum: int, frame: Any) -> None:
         raise RunTimeout(f"no result after the time limit of {seconds:g} s")
@@ -145,9 +158,24 @@ def base_record(run: RunSpec) -> dict[str, Any]:
     }
 
 
+def is_finished(record: dict[str, Any] | None, options: WorkerOptions) -> bool:
+    """Whether ``record`` already is what this worker would produce (so it must not rerun)."""
+    if record is None or record.get("status") != records.STATUS_OK or options.force:
+        return False
+    return not (options.save_delta and "delta_file" not in record)
+
+
 def run_one(run: RunSpec, options: WorkerOptions) -> dict[str, Any]:
-    """Train ``run``, write its record atomically and return it (the driver indexes it)."""
+    """Train ``run``, write its record atomically and return it (the driver indexes it).
+
+    A run that already has an ``ok`` record is not trained again unless ``options.force``: a
+    worker killed after writing its record and retried by Ray, or a requeued Slurm element,
+    returns the finished record instead of repeating the run.
+    """
     output = Path(options.output)
+    existing = records.read_record(output, run.key)
+    if is_finished(existing, options):
+        return existing
     record = base_record(run)
     record["placement"] = {**placement(options.executor), "t_start": time.time()}
     marker = records.running_path(output, run.key)
@@ -161,6 +189,10 @@ def run_one(run: RunSpec, options: WorkerOptions) -> dict[str, Any]:
         record["placement"]["t_end"] = time.time()
         record["finished_at"] = records.utc_now()
         records.atomic_write_json(records.record_path(output, run.key), record)
+        if options.checkpoints and record["status"] != "timeout":
+            from bench import checkpoint
+
+            checkpoint.remove(records.checkpoint_dir(output, run.key))  # only once recorded
     finally:
         marker.unlink(missing_ok=True)
     return record
@@ -168,18 +200,20 @@ def run_one(run: RunSpec, options: WorkerOptions) -> dict[str, Any]:
 
 def _train(run: RunSpec, options: WorkerOptions, output: Path) -> dict[str, Any]:
     """The outcome fields of the record: status, and metrics or the error."""
-    from bench import checkpoint
     from bench.train import DivergedError, train_run
     from tasks import get_task
 
     spec = get_task(run.task)
     delta = records.delta_path(output, run.key) if options.save_delta else None
     ckpt = records.checkpoint_dir(output, run.key) if options.checkpoints else None
+    deadline = time.monotonic() + options.timeout_s if options.timeout_s else None
     micro: int | None = None
     out: dict[str, Any] = {}
     while True:
+        retry = False
         try:
-            with time_limit(options.timeout_s):
+            remaining = deadline - time.monotonic() if deadline is not None else None
+            with time_limit(remaining):
                 result = train_run(
                     run,
                     device=options.device,
@@ -195,6 +229,10 @@ def _train(run: RunSpec, options: WorkerOptions, output: Path) -> dict[str, Any]
             return {**out, "status": "diverged", "error": error_info(error)}
         except (KeyboardInterrupt, SystemExit, UserError):
             raise
+        except OSError as error:
+            if error.errno in STORAGE_ERRNOS:
+                raise  # a full disk fails every later run too: stop the sweep (exit 74)
+            return {**out, "status": "failed", "error": error_info(error)}
         except Exception as error:  # isolation: one broken run must not stop the sweep
             half = math.ceil(run.train.batch_size / 2)
             if micro is None and is_cuda_oom(error) and run.train.batch_size > 1:
@@ -204,11 +242,11 @@ def _train(run: RunSpec, options: WorkerOptions, output: Path) -> dict[str, Any]
                     "grad_accum_steps": math.ceil(run.train.batch_size / half),
                 }
                 micro = half
-                _free_cuda_memory()
-                continue
-            return {**out, "status": "failed", "error": error_info(error)}
-    if ckpt is not None:
-        checkpoint.remove(ckpt)
+                retry = True
+            else:
+                return {**out, "status": "failed", "error": error_info(error)}
+        if retry:  # outside the except block, so the failed attempt's frames can be freed
+            _free_cuda_memory()
     out.update(
         status=records.STATUS_OK,
         metrics=result.metrics,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -174,8 +175,11 @@ def test_user_suite_file_by_path_and_unknown_method_key(tmp_path, capsys) -> Non
     assert "prompt_lenght" in err and "allowed keys" in err and "prompt_length" in err
 
 
-def test_dry_run_of_cpu_mini_plans_every_method_task_and_seed(shared_data, capsys) -> None:
-    assert main(["run", "--suite", "cpu-mini", "--data-dir", str(shared_data), "--dry-run"]) == 0
+def test_dry_run_of_cpu_mini_plans_every_method_task_and_seed(
+    shared_data, tmp_path, capsys
+) -> None:
+    args = ["run", "--suite", "cpu-mini", "--data-dir", str(shared_data), "--dry-run"]
+    assert main([*args, "--output", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     suite = builtin_suites()["cpu-mini"]
     total = len(suite.tasks) * len(suite.methods) * len(suite.seeds)
@@ -184,7 +188,10 @@ def test_dry_run_of_cpu_mini_plans_every_method_task_and_seed(shared_data, capsy
 
 
 def test_dry_run_of_glue_needs_no_network(capsys) -> None:
-    assert main(["run", "--suite", "glue", "--dry-run", "--seeds", "2"]) == 0
+    assert (
+        main(["run", "--suite", "glue", "--dry-run", "--seeds", "2", "--output", "/nonexistent"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "80 runs planned, 0 already done; 80 to run" in out  # 8 tasks x 5 methods x 2
 
@@ -207,12 +214,12 @@ def test_dry_run_counts_done_and_failed_and_rerun_flags(
     entries = records.read_index(out)
     assert [(e["seed"], e["status"]) for e in entries] == [(13, "ok"), (21, "failed"), (21, "ok")]
     ok13 = [e for e in entries if e["seed"] == 13][0]
-    before = records.read_record(out, ok13["key"])["started_at"]
+    before = records.read_record(out, ok13["key"])["placement"]["t_start"]
     assert main(_cli(tiny_bert_dir, tiny_data_dir, out, "--seeds", "13,21")) == 0
     assert len(records.read_index(out)) == 3  # nothing ran again
     assert main(_cli(tiny_bert_dir, tiny_data_dir, out, "--seeds", "13,", "--force")) == 0
     assert len(records.read_index(out)) == 4
-    assert records.read_record(out, ok13["key"])["started_at"] >= before
+    assert records.read_record(out, ok13["key"])["placement"]["t_start"] > before  # ran again
 
 
 def test_raise_diverge_and_oom_each_tell_what_happened(
@@ -291,10 +298,14 @@ def test_index_repair_drops_torn_lines_and_indexes_orphan_records(
     assert fixed == {"torn_lines": 1, "added": 1, "stale_tmp": 1}
     assert [e["key"] for e in records.read_index(out)] == [r.key for r in plan]
     assert records.repair_index(out) == {"torn_lines": 0, "added": 0, "stale_tmp": 0}
-    merged = tmp_path / "merged"
-    merged.mkdir()
-    (merged / "index.jsonl").write_text(index.read_text() * 2)  # two machines, concatenated
-    assert {e["key"] for e in records.read_index(merged)} == {r.key for r in plan}
+    other = tmp_path / "other-machine"
+    run_serial(_plan(tiny_bert_dir, tiny_data_dir, seeds=(3,)), other)
+    merged = tmp_path / "merged"  # runs/ copied together, index files concatenated
+    shutil.copytree(records.runs_dir(out), records.runs_dir(merged))
+    shutil.copytree(records.runs_dir(other), records.runs_dir(merged), dirs_exist_ok=True)
+    records.index_path(merged).write_text(index.read_text() + records.index_path(other).read_text())
+    assert records.repair_index(merged) == {"torn_lines": 0, "added": 0, "stale_tmp": 0}
+    assert sorted(e["seed"] for e in records.read_index(merged)) == [1, 2, 3]
 
 
 def test_second_driver_on_the_same_output_is_refused(tmp_path) -> None:
@@ -550,7 +561,7 @@ def test_paper_suite_dry_run_shows_plan_sources_and_gpu_hours(capsys) -> None:
     suite = builtin_suites()["paper-ptv2"]
     assert all("run_script" in s.source or "fairseq" in s.source or "Not a paper" in s.source
                for s in suite.settings)  # fmt: skip
-    assert main(["run", "--suite", "paper-ptv2", "--dry-run"]) == 0
+    assert main(["run", "--suite", "paper-ptv2", "--dry-run", "--output", "/nonexistent"]) == 0
     out = capsys.readouterr().out
     assert "12 runs planned" in out and "roberta-large" in out
     assert "GPU-hours" in out and "A100-class" in out

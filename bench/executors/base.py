@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -57,19 +58,21 @@ class ExecutorConfig:
         if self.kind not in ("auto", *EXECUTOR_NAMES):
             raise UserError(f"--executor {self.kind!r} unknown; valid: {['auto', *EXECUTOR_NAMES]}")
         gpus = self.gpus_per_run
-        if gpus is not None and (gpus < 0 or (gpus > 1 and gpus != int(gpus))):
+        if gpus is not None and (
+            not math.isfinite(gpus) or gpus < 0 or (gpus > 1 and gpus != int(gpus))
+        ):
             raise UserError(
                 f"--gpus-per-run {gpus}: give 0, a fraction up to 1 (0.5 packs two runs per "
                 "GPU) or a whole number of GPUs"
             )
-        if not self.cpus_per_run > 0:
-            raise UserError(f"--cpus-per-run must be > 0, got {self.cpus_per_run}")
-        for name in ("max_retries",):
-            if getattr(self, name) < 0:
-                raise UserError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not (math.isfinite(self.cpus_per_run) and self.cpus_per_run > 0):
+            raise UserError(f"--cpus-per-run must be a number > 0, got {self.cpus_per_run}")
+        if self.max_retries < 0:
+            raise UserError(f"--max-retries must be >= 0, got {self.max_retries}")
         for name in ("max_parallel", "time_min"):
             if getattr(self, name) < 1:
-                raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
+                flag = "--" + name.replace("_", "-")
+                raise UserError(f"{flag} must be >= 1, got {getattr(self, name)}")
 
     def resolved(self) -> ExecutorConfig:
         """``auto`` and ``gpus_per_run=None`` replaced by what this machine supports."""
@@ -79,7 +82,7 @@ class ExecutorConfig:
             wants_cluster = bool(self.address or os.environ.get("RAY_ADDRESS"))
             kind = "ray" if (gpus or wants_cluster) and ray_installed() else "serial"
         per_run = self.gpus_per_run
-        if per_run is None:
+        if per_run is None and kind != "ray":  # Ray decides from the cluster after joining it
             per_run = 1.0 if (gpus or kind == "slurm") else 0.0
         return replace(self, kind=kind, gpus_per_run=per_run)
 

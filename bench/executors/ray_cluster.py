@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from bench.errors import UserError
+from bench.errors import StorageError, UserError
 from bench.executors.base import Executor, SweepEvents
+from bench.worker import STORAGE_ERRNOS
 
 if TYPE_CHECKING:
     from bench.config import RunSpec
@@ -30,23 +31,22 @@ def _run_in_worker(run: RunSpec, options: WorkerOptions) -> dict[str, Any]:
 
 
 def check_resources(gpus_per_run: float, cpus_per_run: float) -> dict[str, float]:
-    """Fail at once (not hang) when no node of the cluster can host one run."""
+    """Fail at once (not hang) when no node of the cluster can host one run: one node must
+    have both the GPUs and the CPUs a run asks for."""
     import ray
 
     nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
-    most_gpus = max((n.get("GPU", 0.0) for n in nodes), default=0.0)
-    most_cpus = max((n.get("CPU", 0.0) for n in nodes), default=0.0)
     total = ray.cluster_resources()
-    if gpus_per_run > most_gpus:
+    fits = any(
+        n.get("GPU", 0.0) >= gpus_per_run and n.get("CPU", 0.0) >= cpus_per_run for n in nodes
+    )
+    if not fits:
+        shapes = sorted({(n.get("GPU", 0.0), n.get("CPU", 0.0)) for n in nodes}, reverse=True)
+        described = ", ".join(f"{g:g} GPUs + {c:g} CPUs" for g, c in shapes) or "no live nodes"
         raise UserError(
-            f"--gpus-per-run {gpus_per_run:g}: no node of the Ray cluster has that many GPUs "
-            f"(largest node: {most_gpus:g} GPUs; cluster total: {total.get('GPU', 0):g}). "
-            "Use --gpus-per-run 0 to run on CPUs."
-        )
-    if cpus_per_run > most_cpus:
-        raise UserError(
-            f"--cpus-per-run {cpus_per_run:g}: no node of the Ray cluster has that many CPUs "
-            f"(largest node: {most_cpus:g})"
+            f"--gpus-per-run {gpus_per_run:g} --cpus-per-run {cpus_per_run:g}: no node of the "
+            f"Ray cluster has that many GPUs and CPUs (nodes: {described}; cluster total "
+            f"{total.get('GPU', 0):g} GPUs). Lower the request, or --gpus-per-run 0 for CPUs."
         )
     return {"GPU": float(total.get("GPU", 0)), "CPU": float(total.get("CPU", 0))}
 
@@ -60,8 +60,6 @@ class RayExecutor(Executor):
             import ray
         except ImportError:
             raise UserError("--executor ray needs Ray: pip install 'peft-bench[ray]'") from None
-        from bench.worker import base_record, error_info
-
         started_here = not ray.is_initialized()
         if started_here:
             address = self.config.address or os.environ.get("RAY_ADDRESS")
@@ -77,7 +75,9 @@ class RayExecutor(Executor):
                     f"cannot start or join Ray (address {address!r}): {error}"
                 ) from None
         try:
-            gpus = float(self.config.gpus_per_run or 0.0)
+            gpus = self.config.gpus_per_run
+            if gpus is None:  # decided by the cluster, not by the driver's machine
+                gpus = 1.0 if ray.cluster_resources().get("GPU", 0) else 0.0
             check_resources(gpus, self.config.cpus_per_run)
             remote = ray.remote(_run_in_worker).options(
                 num_gpus=gpus,
@@ -94,25 +94,37 @@ class RayExecutor(Executor):
                     run = pending.pop(ref)
                     try:
                         record = ray.get(ref)
-                    except UserError:
-                        for other in pending:
-                            ray.cancel(other, force=True)
-                        raise
-                    except ray.exceptions.RayError as error:  # the worker died, retries spent
-                        record = base_record(run)
+                    except ray.exceptions.RayError as error:
                         cause = getattr(error, "cause", None) or error
-                        record.update(status="failed", error=error_info(cause))
-                        _write(options, run, record)
+                        if isinstance(cause, OSError) and cause.errno in STORAGE_ERRNOS:
+                            for other in pending:
+                                ray.cancel(other, force=True)
+                            raise StorageError(
+                                f"cannot write under {options.output}: {cause}"
+                            ) from None
+                        record = _record_after_crash(options, run, cause)
                     events.finished(record)
         finally:
             if started_here:
                 ray.shutdown()
 
 
-def _write(options: WorkerOptions, run: RunSpec, record: dict[str, Any]) -> None:
+def _record_after_crash(
+    options: WorkerOptions, run: RunSpec, cause: BaseException
+) -> dict[str, Any]:
+    """The record of a run whose worker raised or died after Ray's retries: the record the
+    worker wrote, if it got that far, else a ``failed`` one (bad input found only now, such as
+    a length the model cannot hold, fails that run alone rather than the sweep)."""
     from pathlib import Path
 
     from bench import records
+    from bench.worker import base_record, error_info, is_finished
 
-    record["finished_at"] = records.utc_now()
-    records.atomic_write_json(records.record_path(Path(options.output), run.key), record)
+    output = Path(options.output)
+    existing = records.read_record(output, run.key)
+    if is_finished(existing, options):
+        return existing
+    record = base_record(run)
+    record.update(status="failed", error=error_info(cause), finished_at=records.utc_now())
+    records.atomic_write_json(records.record_path(output, run.key), record)
+    return record

@@ -61,6 +61,17 @@ def job_state(output: Path, job_id: str) -> str:
         return "UNKNOWN"
 
 
+def written_by(record: dict[str, Any] | None, job_id: str) -> bool:
+    """Whether ``record`` was written by Slurm job ``job_id`` (``123_4`` for array elements),
+    so that an older record of the same run (before --force or --rerun-failed) is not taken
+    for the new job's result."""
+    if record is None:
+        return False
+    where = record.get("placement") or {}
+    element = f"{where.get('slurm_array_job_id')}_{where.get('slurm_array_task_id')}"
+    return job_id in (element, where.get("slurm_job_id"))
+
+
 def still_queued(output: Path, keys: Sequence[str]) -> dict[str, str]:
     """Of ``keys``, those submitted earlier whose job has not ended: key → job id."""
     ledger = read_ledger(output)
@@ -69,7 +80,7 @@ def still_queued(output: Path, keys: Sequence[str]) -> dict[str, str]:
         job_id = ledger.get(key)
         if (
             job_id
-            and not records.record_path(output, key).exists()
+            and not written_by(records.read_record(output, key), job_id)
             and job_state(output, job_id) not in FINAL_STATES
         ):
             live[key] = job_id
@@ -103,13 +114,14 @@ class SlurmExecutor(Executor):
             "name": "peft-bench",
             "timeout_min": self.config.time_min,
             "slurm_array_parallelism": self.config.max_parallel,
-            "gpus_per_node": int(gpus),
             "cpus_per_task": max(1, int(round(self.config.cpus_per_run))),
             "tasks_per_node": 1,
             "nodes": 1,
             "slurm_signal_delay_s": 120,
             "slurm_additional_parameters": {"requeue": True},
         }
+        if gpus:
+            parameters["gpus_per_node"] = int(gpus)
         if self.config.partition:
             parameters["slurm_partition"] = self.config.partition
         if self.config.mem_gb:
@@ -146,7 +158,7 @@ class SlurmExecutor(Executor):
         while pending:
             for key, run in list(pending.items()):
                 record = records.read_record(output, key)
-                if record is None:
+                if not written_by(record, job_ids[key]):
                     state = job_state(output, job_ids[key])
                     if state not in FINAL_STATES:
                         continue
