@@ -383,7 +383,7 @@ def command_run(args: argparse.Namespace) -> int:
     from bench.executors import ExecutorConfig
     from bench.runner import PlanRequest, build_plan, parse_seeds, preflight
     from bench.suites import get_suite
-    from bench.sweep import describe_counts, run_sweep, select_runs, status_of
+    from bench.sweep import describe_counts, run_sweep, select_runs
     from bench.worker import WorkerOptions
     from methods import method_names
 
@@ -448,7 +448,7 @@ def command_run(args: argparse.Namespace) -> int:
                 r.method,
                 r.seed,
                 r.backbone,
-                status_of(output, r),
+                selection.statuses[r.key],
                 "run" if r.key in chosen else "skip",
                 "?" if e.gpu_seconds is None else f"{e.gpu_seconds / 60:.1f}",
             )

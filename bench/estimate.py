@@ -26,8 +26,10 @@ PEAK_FLOPS = 312e12
 UTILIZATION = 0.30
 ASSUMPTION = "A100-class GPU: 312 TFLOP/s bf16 peak at 30% utilization, tokens at max_length"
 
-#: Training and evaluation sizes of the full datasets (Hugging Face dataset cards of
-#: nyu-mll/glue and conll2003; the same counts as the original files in ../shared/data).
+#: Training and evaluated sizes of the full datasets (evaluated: every split a run reports or
+#: evaluates). Checked against the original files in ../shared/data for CoLA, SST-2, MRPC,
+#: STS-B, RTE, QNLI (dev) and CoNLL-2003, and against the nyu-mll/glue dataset card's rounded
+#: counts for the others; QQP, MNLI and WNLI are the commonly cited GLUE sizes, not re-checked.
 DATASET_SIZES: dict[str, tuple[int, int]] = {
     "cola": (8551, 1043),
     "sst2": (67349, 872),
@@ -41,8 +43,9 @@ DATASET_SIZES: dict[str, tuple[int, int]] = {
     "conll2003": (14041, 6703),
 }
 
-#: Parameter counts of the short-named Hub backbones (model cards), used when the weights are
-#: not on this machine.
+#: Approximate parameter counts of the short-named Hub backbones (commonly cited, rounded; not
+#: re-counted here), used only when the weights are not on this machine. Local weights are
+#: counted exactly from their safetensors headers.
 KNOWN_PARAMETERS: dict[str, float] = {
     "bert-base-uncased": 110e6,
     "bert-base-cased": 108e6,

@@ -35,12 +35,7 @@ class Selection:
 
     to_run: list[RunSpec]
     counts: Counter[str]  # status → number of planned runs, before selection
-
-
-def status_of(output: Path, run: RunSpec) -> str:
-    """``ok``/``failed``/``diverged``/``timeout`` from the run's record, else ``pending``."""
-    record = records.read_record(output, run.key)
-    return record.get("status", "pending") if record else "pending"
+    statuses: dict[str, str]  # run key → status before selection (``pending``: no record)
 
 
 def select_runs(
@@ -53,11 +48,13 @@ def select_runs(
     """Pending runs, plus failed ones with ``rerun_failed``, plus everything with ``force``.
     With ``save_delta``, finished runs that have no stored delta run again to produce it."""
     counts: Counter[str] = Counter()
+    statuses: dict[str, str] = {}
     to_run = []
     for run in plan:
         record = records.read_record(output, run.key)
         status = record.get("status", "pending") if record else "pending"
         counts[status] += 1
+        statuses[run.key] = status
         missing_delta = save_delta and status == records.STATUS_OK and "delta_file" not in record
         if (
             force
@@ -66,7 +63,7 @@ def select_runs(
             or missing_delta
         ):
             to_run.append(run)
-    return Selection(to_run=to_run, counts=counts)
+    return Selection(to_run=to_run, counts=counts, statuses=statuses)
 
 
 def describe_counts(selection: Selection, total: int) -> str:

@@ -15,25 +15,11 @@ from bench.cli import main
 from bench.config import RunSpec, TrainConfig
 from bench.data import Collator, carve_selection_split, load_task, tokenize_task
 from bench.errors import UserError
-from bench.runner import PlanRequest, build_plan, run_serial
+from bench.runner import run_serial
 from methods import build_method
 from tasks import get_task
 
-
-def _plan(tiny_bert_dir: Path, tiny_data_dir: Path, task: str = "sst2", seeds=(13,), **train):
-    train = {"epochs": 2, "batch_size": 8, "max_length": 32, **train}
-    return build_plan(
-        PlanRequest(
-            tasks=[task],
-            methods=["full_finetune"],
-            seeds=seeds,
-            backbones=[str(tiny_bert_dir)],
-            data_dir=str(tiny_data_dir),
-            train=train,
-            method_overrides={"lr": 1e-3},
-        )
-    )
-
+from helpers import tiny_plan as _plan
 
 # --- configuration and keys -------------------------------------------------------------------
 

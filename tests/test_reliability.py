@@ -24,8 +24,10 @@ from bench import records
 from bench.cli import main
 from bench.config import TrainConfig
 from bench.errors import StorageError, UserError
-from bench.runner import PlanRequest, build_plan, parse_seeds, run_serial
+from bench.runner import parse_seeds, run_serial
 from bench.suites import parse_suite
+
+from helpers import tiny_cli, tiny_plan
 
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = (1, 2, 3)
@@ -35,17 +37,7 @@ HYPOTHESIS = settings(
 
 
 def _plan(tiny_bert_dir: Path, tiny_data_dir: Path, seeds=SEEDS):
-    return build_plan(
-        PlanRequest(
-            tasks=["sst2"],
-            methods=["full_finetune"],
-            seeds=seeds,
-            backbones=[str(tiny_bert_dir)],
-            data_dir=str(tiny_data_dir),
-            train={"epochs": 2, "batch_size": 8, "max_length": 32},
-            method_overrides={"lr": 1e-3},
-        )
-    )
+    return tiny_plan(tiny_bert_dir, tiny_data_dir, seeds=seeds)
 
 
 def _report_tables(results: Path, out: Path) -> dict[str, bytes]:
@@ -139,10 +131,7 @@ def test_hanging_run_times_out_and_the_sweep_goes_on(
     out = tmp_path / "out"
     plan = _plan(tiny_bert_dir, tiny_data_dir)
     monkeypatch.setenv("PEFT_BENCH_FAULTS", json.dumps([{"fault": "hang", "seed": 2, "step": 3}]))
-    args = ["run", "--tasks", "sst2", "--methods", "full_finetune", "--seeds", "1,2,3",
-            "--backbone", str(tiny_bert_dir), "--data-dir", str(tiny_data_dir),
-            "--output", str(out), "--epochs", "2", "--batch-size", "8", "--max-length", "32",
-            "--lr", "1e-3", "--no-progress", "--executor", "serial"]  # fmt: skip
+    args = tiny_cli(tiny_bert_dir, tiny_data_dir, out, "--seeds", "1,2,3")
     assert main([*args, "--timeout-min", "0.5"]) == 1
     statuses = {e["seed"]: e["status"] for e in records.read_index(out)}
     assert statuses == {1: "ok", 2: "timeout", 3: "ok"}
@@ -237,10 +226,12 @@ def test_driver_killed_mid_sweep_ends_with_the_uninterrupted_report(
     tiny_bert_dir, tiny_data_dir, tmp_path, clean_sweep
 ) -> None:
     out = tmp_path / "out"
-    args = [sys.executable, "-m", "bench", "run", "--tasks", "sst2", "--methods", "full_finetune",
-            "--seeds", "1,2,3", "--backbone", str(tiny_bert_dir), "--data-dir", str(tiny_data_dir),
-            "--output", str(out), "--epochs", "2", "--batch-size", "8", "--max-length", "32",
-            "--lr", "1e-3", "--no-progress", "--executor", "serial"]  # fmt: skip
+    args = [
+        sys.executable,
+        "-m",
+        "bench",
+        *tiny_cli(tiny_bert_dir, tiny_data_dir, out, "--seeds", "1,2,3"),
+    ]
     env = {
         **os.environ,
         "PEFT_BENCH_FAULTS": json.dumps([{"fault": "sigkill", "seed": 2, "step": 4}]),

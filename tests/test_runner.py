@@ -22,49 +22,14 @@ from bench.suites import builtin_suites, get_suite, parse_suite
 from bench.sweep import output_lock, run_sweep, select_runs
 from bench.worker import WorkerOptions
 
+from helpers import tiny_cli
+from helpers import tiny_plan as _plan
+
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _plan(tiny_bert_dir: Path, tiny_data_dir: Path, seeds=(13,), task="sst2", **train):
-    return build_plan(
-        PlanRequest(
-            tasks=[task],
-            methods=["full_finetune"],
-            seeds=seeds,
-            backbones=[str(tiny_bert_dir)],
-            data_dir=str(tiny_data_dir),
-            train={"epochs": 2, "batch_size": 8, "max_length": 32, **train},
-            method_overrides={"lr": 1e-3},
-        )
-    )
-
-
 def _cli(tiny_bert_dir: Path, tiny_data_dir: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "run",
-        "--tasks",
-        "sst2",
-        "--methods",
-        "full_finetune",
-        "--backbone",
-        str(tiny_bert_dir),
-        "--data-dir",
-        str(tiny_data_dir),
-        "--output",
-        str(out),
-        "--epochs",
-        "2",
-        "--batch-size",
-        "8",
-        "--max-length",
-        "32",
-        "--lr",
-        "1e-3",
-        "--no-progress",
-        "--executor",
-        "serial",
-        *extra,
-    ]
+    return tiny_cli(tiny_bert_dir, tiny_data_dir, out, *extra)
 
 
 def _faults(monkeypatch: pytest.MonkeyPatch, *faults: dict) -> None:
