@@ -113,7 +113,6 @@ class Progress:
         self.output = output
         self.counts: Counter[str] = Counter()
         self.running: set[str] = set()
-        self.records: list[dict[str, Any]] = []
         self.bar = tqdm(total=total, desc="sweep", unit="run", disable=not enabled or None)
         self.enabled = enabled
 
@@ -129,7 +128,6 @@ class Progress:
 
     def finished(self, record: dict[str, Any]) -> None:
         records.append_index(self.output, record)
-        self.records.append(record)
         self.counts[record["status"]] += 1
         self.running.discard(record["key"])
         primary = record.get("primary") or {}
