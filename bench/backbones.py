@@ -204,6 +204,10 @@ def load_backbone(ref: BackboneRef, task: TaskSpec, pad_token_id: int | None) ->
         raise UserError(f"backbone '{ref.name}' cannot be used for {kind}: {error}") from None
     if model.config.pad_token_id is None:
         model.config.pad_token_id = pad_token_id
+    if getattr(model.config, "use_cache", None):
+        # Classification never generates: a decoder's key/value cache only costs memory, and
+        # activation checkpointing turns it off anyway (so results agree with and without it).
+        model.config.use_cache = False
     # Parameters the checkpoint lacked (the head; RoBERTa's pooler) are initialised at random
     # and must be trained, never frozen: methods read this set.
     model.peft_bench_new_parameters = frozenset(info.get("missing_keys", ()))

@@ -9,8 +9,12 @@ memory belongs to that method alone:
   synchronized); median, interquartile range, min and max;
 - **tokens/s** in training and in evaluation (forward only, no gradients, the evaluation batch);
 - **peak memory**: CUDA max allocated over the measured steps; on CPU the peak resident set size
-  sampled every millisecond during the steps, minus the resident size before the model was
-  built (so that the Python/torch baseline is not counted);
+  sampled every millisecond during the steps, minus the resident size once the libraries, the
+  model's code and the tokenizer are loaded and before any model tensor exists (so that code,
+  which is the same for every method, is not counted). On CPU this is measured in a second
+  process whose heap returns freed blocks to the OS (:data:`LIVE_MEMORY_ENV`), so that it
+  follows live memory as CUDA's figure does; the timed process's peak (default heap, which
+  keeps its high-water mark) is reported as well;
 - **trainable and stored parameters**, and on CUDA the model FLOPs utilization against the
   device's dense bf16 peak.
 
@@ -20,6 +24,7 @@ random labels, the same for every method. Results go to ``results/perf/`` as JSO
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import statistics
@@ -55,12 +60,19 @@ class PerfConfig:
     eval_batch_size: int = field(default=64, metadata={"help": "Evaluation examples per batch."})
     steps: int = field(default=20, metadata={"help": "Measured steps per method."})
     warmup: int = field(default=3, metadata={"help": "Unmeasured steps first."})
+    repeats: int = field(
+        default=1, metadata={"help": "Fresh processes per method, interleaved across methods."}
+    )
     device: str | None = field(default=None, metadata={"help": "cpu or cuda (default: cuda)."})
     compare_peft: bool = field(default=False, metadata={"help": "Also measure peft's rows."})
+    activation_checkpointing: bool = field(
+        default=False, metadata={"help": "Recompute layers in backward (every method)."}
+    )
+    compile: bool = field(default=False, metadata={"help": "torch.compile every model."})
     method_args: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("seq_len", "batch_size", "eval_batch_size", "steps"):
+        for name in ("seq_len", "batch_size", "eval_batch_size", "steps", "repeats"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be a positive integer")
@@ -127,26 +139,39 @@ def summarize(times: list[float]) -> dict[str, float]:
     }
 
 
-def measure_method(config: PerfConfig, method_name: str) -> dict[str, Any]:
-    """Build, warm up and measure one method in this process (see the module docstring)."""
+#: glibc keeps freed blocks below a threshold that grows up to 32 MiB, so a CPU process's RSS
+#: stays at its heap's high-water mark, whatever is live. With this fixed threshold every
+#: allocation of 64 KiB or more is its own mapping, returned to the OS when freed: peak RSS then
+#: follows live memory, as CUDA's max allocated does (but each allocation costs page faults, so
+#: steps are timed in a process without it).
+LIVE_MEMORY_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536"}
+#: Steps after warm-up in the memory-only process.
+MEMORY_STEPS = 3
+
+
+def measure_method(
+    config: PerfConfig, method_name: str, memory_only: bool = False
+) -> dict[str, Any]:
+    """Build, warm up and measure one method in this process (see the module docstring).
+    ``memory_only``: just the peak memory over a few steps (for the live-memory process)."""
     import torch
 
     from bench.backbones import load_backbone, load_tokenizer, resolve_backbone
     from bench.config import TrainConfig
+    from bench.execution import apply_execution_options, configure_device
     from bench.train import _accumulate, ordinary_vocab_ids, pick_device, task_loss
     from methods import AttachData, build_method, get_method
     from tasks import get_task
 
-    baseline_rss = current_rss()
     device = pick_device(config.device)
     cuda = device.startswith("cuda")
-    if cuda:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    configure_device(device)
     spec = get_task(config.task)
     kind = spec.kind.value
     ref = resolve_backbone(config.backbone)
     tokenizer = load_tokenizer(ref, spec)
+    _import_model_code(ref, spec, config.compile)
+    baseline_rss = current_rss()  # libraries and tokenizer loaded; no tensor of the model yet
     torch.manual_seed(0)
     allowed = {f for f in get_method(method_name).config_cls.__dataclass_fields__}
     overrides = {k: v for k, v in config.method_args.items() if k in allowed}
@@ -155,6 +180,7 @@ def measure_method(config: PerfConfig, method_name: str) -> dict[str, Any]:
     vocab = ordinary_vocab_ids(tokenizer)
     model = method.attach(backbone, spec, AttachData(vocab_ids=vocab)).to(device)
     counts = method.parameter_counts(model)
+    apply_execution_options(model, config.activation_checkpointing, config.compile)
     groups = method.param_groups(model, TrainConfig())
     optimizer = torch.optim.AdamW(groups, fused=cuda)
     params = [p for g in groups for p in g["params"]]
@@ -189,13 +215,15 @@ def measure_method(config: PerfConfig, method_name: str) -> dict[str, Any]:
         time_calls(step, config.warmup, sync)
         if cuda:
             torch.cuda.reset_peak_memory_stats(torch.device(device))
-        train_times = time_calls(step, config.steps, sync)
+        train_times = time_calls(step, MEMORY_STEPS if memory_only else config.steps, sync)
         peak_cpu = rss_peak()
     peak = (
         int(torch.cuda.max_memory_allocated(torch.device(device)))
         if cuda
         else peak_cpu - baseline_rss
     )
+    if memory_only:
+        return {"method": method_name, "device": device, "peak_memory_bytes": peak}
 
     eval_batch = {k: v.to(device) for k, v in batch(config.eval_batch_size).items()}
     labels = eval_batch.pop("labels")
@@ -208,18 +236,11 @@ def measure_method(config: PerfConfig, method_name: str) -> dict[str, Any]:
     time_calls(forward, max(1, config.warmup), sync)
     eval_times = time_calls(forward, config.steps, sync)
 
-    train = summarize(train_times)
-    evaluation = summarize(eval_times)
-    train_tokens = config.batch_size * config.seq_len / train["median_s"]
-    eval_tokens = config.eval_batch_size * config.seq_len / evaluation["median_s"]
     result: dict[str, Any] = {
         "method": method_name,
         "device": device,
-        "train_step": train,
-        "train_tokens_per_s": train_tokens,
-        "eval_batch": evaluation,
-        "eval_tokens_per_s": eval_tokens,
-        "eval_over_train_throughput": eval_tokens / train_tokens,
+        "train_step_times_s": train_times,
+        "eval_batch_times_s": eval_times,
         "peak_memory_bytes": peak,
         "memory_kind": "cuda_max_allocated" if cuda else "peak_rss_minus_baseline",
         "trainable": counts.trainable,
@@ -227,30 +248,108 @@ def measure_method(config: PerfConfig, method_name: str) -> dict[str, Any]:
         "backbone": counts.backbone,
     }
     if cuda:
-        name = torch.cuda.get_device_name(torch.device(device))
-        peak_flops = next((v for k, v in BF16_PEAK.items() if k in name), None)
-        per_token = (6 if method_name == "full_finetune" else 4) * counts.backbone
-        result["device_name"] = name
-        result["mfu"] = per_token * train_tokens / peak_flops if peak_flops else None
-    return result
+        result["device_name"] = torch.cuda.get_device_name(torch.device(device))
+    return with_statistics(config, result)
 
 
-def _child(config: PerfConfig, method: str, queue: Any) -> None:
+def with_statistics(config: PerfConfig, result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` plus the summaries, throughputs and MFU of its raw step times."""
+    train = summarize(result["train_step_times_s"])
+    evaluation = summarize(result["eval_batch_times_s"])
+    train_tokens = config.batch_size * config.seq_len / train["median_s"]
+    eval_tokens = config.eval_batch_size * config.seq_len / evaluation["median_s"]
+    out = {
+        **result,
+        "train_step": train,
+        "train_tokens_per_s": train_tokens,
+        "eval_batch": evaluation,
+        "eval_tokens_per_s": eval_tokens,
+        "eval_over_train_throughput": eval_tokens / train_tokens,
+    }
+    if "device_name" in result:
+        peak_flops = next((v for k, v in BF16_PEAK.items() if k in result["device_name"]), None)
+        per_token = (6 if result["method"] == "full_finetune" else 4) * result["backbone"]
+        out["mfu"] = per_token * train_tokens / peak_flops if peak_flops else None
+    return out
+
+
+def merge_repeats(config: PerfConfig, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One result from several measuring processes of the same method: step statistics over
+    all their steps, the median of their peak memories, and each process's own median."""
+    failed = [r for r in runs if "error" in r]
+    if failed:
+        return failed[0]
+    merged = dict(runs[0])
+    for key in ("train_step_times_s", "eval_batch_times_s"):
+        merged[key] = [t for r in runs for t in r[key]]
+    for key in ("peak_memory_bytes", "peak_rss_default_heap_bytes"):
+        if key in merged:
+            merged[key] = int(statistics.median(r[key] for r in runs))
+    merged["repeats"] = [
+        {"train_median_s": r["train_step"]["median_s"], "peak_memory_bytes": r["peak_memory_bytes"]}
+        for r in runs
+    ]
+    return with_statistics(config, merged)
+
+
+def _import_model_code(ref: Any, spec: Any, compile: bool) -> None:
+    """Import every module a model build will import (the architecture's modeling code, peft,
+    inductor), so that the CPU baseline holds the code and peak RSS measures tensors only:
+    importing BERT's modeling module alone adds about 140 MiB of resident memory."""
+    import importlib
+
+    from transformers import AutoConfig
+    from transformers.models.auto import modeling_auto
+
+    from bench.backbones import trust_remote_code
+
+    config = AutoConfig.from_pretrained(ref.location, trust_remote_code=trust_remote_code())
+    token = spec.kind.value == "token_classification"
+    mapping = (
+        modeling_auto.MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING
+        if token
+        else modeling_auto.MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
+    )
+    with contextlib.suppress(KeyError):  # remote-code models: imported when they are built
+        mapping[type(config)]
+    importlib.import_module("peft")
+    if compile:
+        importlib.import_module("torch._inductor.compile_fx")
+
+
+def _child(config: PerfConfig, method: str, memory_only: bool, queue: Any) -> None:
     import os
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        queue.put(measure_method(config, method))
+        queue.put(measure_method(config, method, memory_only))
     except Exception as error:  # report, don't crash the comparison (peft may refuse a model)
         queue.put({"method": method, "error": f"{type(error).__name__}: {error}"})
 
 
-def measure_in_fresh_process(config: PerfConfig, method: str) -> dict[str, Any]:
-    """:func:`measure_method` in a spawned process (its own memory high-water mark)."""
+def measure_in_fresh_process(
+    config: PerfConfig,
+    method: str,
+    memory_only: bool = False,
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """:func:`measure_method` in a spawned process (its own memory high-water mark), started
+    with ``env`` added to the environment."""
+    import os
+
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    process = context.Process(target=_child, args=(config, method, queue))
-    process.start()
+    process = context.Process(target=_child, args=(config, method, memory_only, queue))
+    saved = {key: os.environ.get(key) for key in env or {}}
+    os.environ.update(env or {})
+    try:
+        process.start()
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     try:
         while True:
             try:
@@ -265,7 +364,24 @@ def measure_in_fresh_process(config: PerfConfig, method: str) -> dict[str, Any]:
         process.join()
 
 
-def run_perf(config: PerfConfig, out_dir: Path | None) -> dict[str, Any]:
+def measure_with_live_memory(config: PerfConfig, method: str) -> dict[str, Any]:
+    """Time ``method`` in one fresh process; on CPU, take its peak memory from a second one
+    with :data:`LIVE_MEMORY_ENV` (the default heap's peak RSS is kept as well)."""
+    result = measure_in_fresh_process(config, method)
+    if "error" in result or result["device"] != "cpu":
+        return result
+    live = measure_in_fresh_process(config, method, memory_only=True, env=LIVE_MEMORY_ENV)
+    if "error" in live:
+        return live
+    return {
+        **result,
+        "peak_memory_bytes": live["peak_memory_bytes"],
+        "memory_kind": "cpu_peak_rss_live",
+        "peak_rss_default_heap_bytes": result["peak_memory_bytes"],
+    }
+
+
+def run_perf(config: PerfConfig, out_dir: Path | None, tablefmt: str = "simple") -> dict[str, Any]:
     """Measure every method (and its peft counterpart), print the table, write the JSON."""
     from bench.records import environment
     from methods import get_method
@@ -275,19 +391,27 @@ def run_perf(config: PerfConfig, out_dir: Path | None) -> dict[str, Any]:
         get_method(name)  # unknown names fail before anything is measured
     if config.compare_peft:
         names += [PEFT_COUNTERPART[n] for n in names if n in PEFT_COUNTERPART]
-    results = {name: measure_in_fresh_process(config, name) for name in names}
+    # Repeats interleave the methods (A B C A B C ...), so that a slow drift of the machine
+    # (thermal, other load) does not fall on one method only.
+    measured: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    for _ in range(config.repeats):
+        for name in names:
+            measured[name].append(measure_with_live_memory(config, name))
+    results = {name: merge_repeats(config, runs) for name, runs in measured.items()}
     report = {
         "config": asdict(config),
         "results": results,
         "ratios_vs_peft": _ratios(results),
         "environment": environment(),
     }
-    print(format_table(report))
+    print(format_table(report, tablefmt))
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         device = next((r["device"] for r in results.values() if "device" in r), "cpu")
         name = Path(config.backbone).name
         stem = f"{name}-{device.split(':')[0]}-L{config.seq_len}-B{config.batch_size}"
+        stem += "-ckpt" if config.activation_checkpointing else ""
+        stem += "-compile" if config.compile else ""
         path = out_dir / f"{stem}.json"
         path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         print(f"\nwritten to {path}")
@@ -306,7 +430,9 @@ def _ratios(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
     return out
 
 
-def format_table(report: dict[str, Any]) -> str:
+def format_table(report: dict[str, Any], tablefmt: str = "simple") -> str:
+    """The report as a table (``tablefmt``: any of tabulate's formats; ``github`` for
+    Markdown)."""
     from tabulate import tabulate
 
     results = report["results"]
@@ -314,7 +440,7 @@ def format_table(report: dict[str, Any]) -> str:
     rows = []
     for name, r in results.items():
         if "error" in r:
-            rows.append((name, "failed: " + r["error"][:70], "", "", "", "", "", ""))
+            rows.append((name, "failed: " + r["error"][:70], "", "", "", "", "", "", ""))
             continue
         step = r["train_step"]
         ratio = report["ratios_vs_peft"].get(name, {}).get("step_time")
@@ -326,17 +452,40 @@ def format_table(report: dict[str, Any]) -> str:
                 f"{r['eval_tokens_per_s']:.0f} ({r['eval_over_train_throughput']:.1f}x)",
                 f"{r['peak_memory_bytes'] / 2**20:.0f}"
                 + (f" ({r['peak_memory_bytes'] / full:.2f}x FT)" if full else ""),
+                f"{r['peak_rss_default_heap_bytes'] / 2**20:.0f}"
+                if "peak_rss_default_heap_bytes" in r
+                else "",
                 f"{r['trainable']:,}",
                 f"{r['stored']:,}",
                 "" if ratio is None else f"{ratio:.2f}",
             )
         )
     headers = ["method", "step ms (median ± IQR)", "train tok/s", "eval tok/s (x train)",
-               "peak MiB", "trainable", "stored", "ours/peft step"]  # fmt: skip
+               "peak MiB", "default-heap RSS MiB", "trainable", "stored",
+               "ours/peft step"]  # fmt: skip
     config = report["config"]
+    repeats = config.get("repeats", 1)
     title = (
         f"{config['backbone']} · {config['task']} head · seq {config['seq_len']} · batch "
         f"{config['batch_size']} (eval {config['eval_batch_size']}) · {config['steps']} steps "
         f"after {config['warmup']} warm-up"
+        + (f" · {repeats} interleaved processes each" if repeats > 1 else "")
+        + "".join(
+            f" · {label}"
+            for key, label in (
+                ("activation_checkpointing", "activation checkpointing"),
+                ("compile", "torch.compile"),
+            )  # fmt: skip
+            if config.get(key)
+        )
     )
-    return title + "\n" + tabulate(rows, headers=headers)
+    return title + "\n" + tabulate(rows, headers=headers, tablefmt=tablefmt)
+
+
+def show_report(path: Path, tablefmt: str) -> str:
+    """The table of a JSON report written earlier."""
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+        return format_table(report, tablefmt)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise UserError(f"--show {path}: not a readable perf report ({error})") from None

@@ -112,11 +112,13 @@ def train_run(
     from bench import checkpoint, faults
     from bench.backbones import load_backbone, load_tokenizer, resolve_backbone
     from bench.data import Collator, carve_selection_split, load_task, make_loader, tokenize_task
+    from bench.execution import apply_execution_options, configure_device
     from methods import build_method
     from tasks import get_task
 
     started = time.perf_counter()
     device = pick_device(device)
+    configure_device(device)
     spec = get_task(run.task)
     cfg = run.train
     kind = spec.kind.value
@@ -144,6 +146,7 @@ def train_run(
     method.check_length(model, max_length)
     params = method.parameter_counts(model)
     method_info = method.describe(model)
+    execution = apply_execution_options(model, cfg.activation_checkpointing, cfg.compile)
     groups = method.param_groups(model, cfg)
     optimizer = torch.optim.AdamW(groups, fused=device.startswith("cuda"))
     train_loader = make_loader(
@@ -197,12 +200,13 @@ def train_run(
     bar = tqdm(
         total=total_steps, initial=step, desc=f"train {run.label}", disable=not progress or None
     )
+    waited = [0.0]  # seconds the training loop spent waiting for batches
     train_started = time.perf_counter()
     for epoch in range(first_epoch, cfg.epochs + 1):
         method.on_epoch_start(model, epoch)
         model.train()
         running, count = 0.0, 0
-        for batch in train_loader:
+        for batch in _timed(train_loader, waited):
             poison = faults.at_step(run, step + 1, full_micro_batch=micro == cfg.batch_size)
             loss_value = _accumulate(model, batch, kind, micro, device, autocast, poison)
             if not math.isfinite(loss_value):
@@ -297,6 +301,7 @@ def train_run(
         sizes={**vars(sizes), **{f"eval_{k}": len(v) for k, v in eval_splits.items()}},
         timing={
             "train_s": train_seconds,
+            "data_wait_s": waited[0],
             "selection_eval_s": eval_seconds,
             "final_eval_s": final_eval_seconds,
             "total_s": time.perf_counter() - started,
@@ -310,8 +315,22 @@ def train_run(
             "micro_batch_size": micro,
             "grad_accum_steps": math.ceil(cfg.batch_size / micro),
             "resumed_from_epoch": resumed.epoch if resumed else None,
+            **({"execution": execution} if execution else {}),
         },
     )
+
+
+def _timed(loader: Any, waited: list[float]) -> Any:
+    """The loader's batches, adding the time spent waiting for each to ``waited[0]`` (the
+    record's ``data_wait_s``: how much of training the device sat idle on data)."""
+    iterator = iter(loader)
+    while True:
+        tick = time.perf_counter()
+        batch = next(iterator, None)
+        waited[0] += time.perf_counter() - tick
+        if batch is None:
+            return
+        yield batch
 
 
 def _load_checkpoint(directory: Path) -> Any:
@@ -361,10 +380,11 @@ def _accumulate(
         share = float(counted[part].sum()) if counted is not None else float(len(labels[part]))
         if share == 0:
             continue  # a micro-batch of only ignored tokens adds nothing (and its mean is 0/0)
-        inputs = {k: v[part].to(device) for k, v in batch.items()}
+        # Pinned batches (CUDA) copy asynchronously, overlapping the previous kernels.
+        inputs = {k: v[part].to(device, non_blocking=True) for k, v in batch.items()}
         with autocast:
             logits = model(**inputs).logits
-        loss = task_loss(kind, logits, labels[part].to(device))
+        loss = task_loss(kind, logits, labels[part].to(device, non_blocking=True))
         if poison:
             loss = loss * float("nan")
         if micro < rows:

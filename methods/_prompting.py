@@ -31,6 +31,12 @@ default). Their positions count real tokens only (the cumulative sum of the mask
 the position-free prefix keys or to the slots. On the right-padded batches of encoders this is
 what the models do anyway.
 
+Activation checkpointing (transformers checkpoints each layer's ``forward``): the backward pass
+runs a layer's attention again, so the kv prefixes and DeBERTa's hook state stay set after the
+forward and are released by a hook on the prompts' gradient, which completes only after every
+layer's backward. A second training forward before the first one's backward would replace them:
+the training loop always runs backward first.
+
 Heads: for encoders, and for token classification, a hook on the base model drops the slots from
 ``last_hidden_state`` (and recomputes BERT's pooler on the real first token). Heads therefore read
 the real [CLS], and token logits have the input's length. Decoder sequence heads pool the last
@@ -90,6 +96,16 @@ def geometry(config: Any) -> Geometry:
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
     return Geometry(config.num_hidden_layers, config.hidden_size, kv_heads, head_dim)
+
+
+def is_checkpointing(model: nn.Module) -> bool:
+    """Whether ``model`` (a transformers model) has activation checkpointing on."""
+    # The first name is transformers >= 5.2x's; the second the one before the rename.
+    for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):
+        if hasattr(type(model), name):
+            value = getattr(model, name)
+            return bool(value() if callable(value) else value)
+    return False
 
 
 def is_decoder(model: nn.Module) -> bool:
@@ -339,7 +355,10 @@ class PromptedModel(nn.Module):
         self.slots = 0 if self.placement is Placement.KV else length
         pad = model.config.pad_token_id
         self.placeholder_id = 1 if pad == 0 else 0
-        self._current: torch.Tensor | None = None
+        self._current: torch.Tensor | None = None  #: the prompts of the running forward
+        #: what the layers' hooks read: the same prompts, kept until the backward pass has
+        #: recomputed every layer under activation checkpointing
+        self._layer_prompts: torch.Tensor | None = None
         self._input_ids: torch.Tensor | None = None  # the extended ids of the running forward
         self._swapped = False
         self._handles: list[Any] = []
@@ -398,13 +417,13 @@ class PromptedModel(nn.Module):
 
     def _layer_hook(self, index: int):
         def hook(module, args, kwargs):
-            if self._current is None:
+            if self._layer_prompts is None:
                 return None
             if args:
                 hidden, rest = args[0], args[1:]
             else:
                 hidden, rest = kwargs["hidden_states"], ()
-            prompt = self._current[index].unsqueeze(0).expand(hidden.shape[0], -1, -1)
+            prompt = self._layer_prompts[index].unsqueeze(0).expand(hidden.shape[0], -1, -1)
             hidden = torch.cat([prompt.to(hidden.dtype), hidden[:, self.slots :]], dim=1)
             if args:
                 return (hidden, *rest), kwargs
@@ -456,10 +475,18 @@ class PromptedModel(nn.Module):
         """The prompts as placed (after reparameterization and dropout)."""
         return self.dropout(self.prompts())
 
+    def _recomputes_in_backward(self) -> bool:
+        """Whether the backward pass will run the layers' forward again (activation
+        checkpointing): the attention functions and hooks inside a layer then need this
+        forward's prompts after the forward has returned. (Hooks on a layer itself run outside
+        the checkpoint: the recomputation starts from the inputs they produced.)"""
+        return torch.is_grad_enabled() and self.training and is_checkpointing(self.model)
+
     @contextlib.contextmanager
     def _injected(self, prompts: torch.Tensor, input_ids: torch.Tensor):
         batch = input_ids.shape[0]
         self._current, self._input_ids, self._swapped = prompts, input_ids, False
+        self._layer_prompts = prompts
         if self.placement is Placement.KV:
             for index, attention in enumerate(self._attentions):
                 key, value = prompts[index, 0], prompts[index, 1]
@@ -471,9 +498,20 @@ class PromptedModel(nn.Module):
             yield
         finally:
             self._current = self._input_ids = None
-            for attention in self._attentions:
-                attention._peft_bench_prefix = None
-                attention._peft_bench_input = None
+            if self._recomputes_in_backward() and prompts.requires_grad:
+                # Activation checkpointing: the backward pass runs each layer's forward again
+                # (the attention function and DeBERTa's hooks included), which must see these
+                # prompts. Their gradient is complete only after
+                # every layer's backward, so that is when the layer-side state is released.
+                prompts.register_hook(self._release_layer_state)
+            else:
+                self._release_layer_state()
+
+    def _release_layer_state(self, grad: torch.Tensor | None = None) -> None:
+        self._layer_prompts = None
+        for attention in self._attentions:
+            attention._peft_bench_prefix = None
+            attention._peft_bench_input = None
 
     def forward(
         self,

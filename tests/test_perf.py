@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from bench.perf import PerfConfig, measure_method, peak_rss_sampler, run_perf, summarize, time_calls
+from bench.perf import PerfConfig, measure_method, run_perf, summarize, time_calls
 
 
 def test_a_known_sleep_is_measured_as_such() -> None:
@@ -24,14 +24,52 @@ def test_a_known_sleep_is_measured_as_such() -> None:
 
 
 def test_a_known_allocation_is_measured_as_such() -> None:
+    """In a fresh process, as ``bench perf`` measures: here, garbage of earlier tests freed by a
+    collection during the measurement would offset the allocation."""
+    import subprocess
+    import sys
+
+    code = (
+        "import time, torch; from bench.perf import peak_rss_sampler\n"
+        "with peak_rss_sampler() as peak:\n"
+        "    start = peak(); block = torch.ones(2**26)\n"  # 256 MiB, written, so resident
+        "    time.sleep(0.05); print(peak() - start)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     size = 256 * 2**20
-    with peak_rss_sampler() as peak:
-        start = peak()
-        block = torch.ones(size // 4, dtype=torch.float32)  # written, so resident
-        time.sleep(0.05)
-        grown = peak() - start
-        del block
-    assert 0.9 * size <= grown <= 1.3 * size, grown
+    grown = int(out.stdout.split()[-1])
+    assert 0.9 * size <= grown <= 1.3 * size, out.stdout + out.stderr
+
+
+def test_the_live_memory_heap_gives_freed_memory_back() -> None:
+    """In a process started with LIVE_MEMORY_ENV, RSS falls again when tensors are freed, so
+    its peak measures live memory rather than the heap's high-water mark."""
+    import os
+    import subprocess
+    import sys
+
+    from bench.perf import LIVE_MEMORY_ENV
+
+    # 64 blocks of 1 MiB, then all but the last freed: the default heap cannot shrink below the
+    # block still held, so its RSS keeps all 64 MiB; the live-memory heap gives back 63.
+    code = (
+        "import torch; from bench.perf import current_rss\n"
+        "for _ in range(3):\n"
+        "    x = [torch.ones(2**18) for _ in range(64)]; del x\n"
+        "a = current_rss(); x = [torch.ones(2**18) for _ in range(64)]; keep = x[-1]\n"
+        "b = current_rss(); del x; print((b - a) / 2**20, (b - current_rss()) / 2**20)"
+    )
+
+    def grown_and_released(env: dict[str, str]) -> tuple[float, float]:
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+        grown, released = map(float, out.stdout.split())
+        return grown, released
+
+    default = {k: v for k, v in os.environ.items() if k not in LIVE_MEMORY_ENV}
+    grown, released = grown_and_released({**default, **LIVE_MEMORY_ENV})
+    assert grown >= 60 and released >= 60
+    grown, released = grown_and_released(default)  # the control: the default heap keeps it
+    assert grown >= 60 and released < 8
 
 
 def test_measure_method_reports_every_field(tiny_bert_dir) -> None:
@@ -59,6 +97,14 @@ def test_perf_command_compares_with_peft_and_writes_json(tiny_bert_dir, tmp_path
     (written,) = tmp_path.glob("*.json")
     assert json.loads(written.read_text())["config"]["seq_len"] == 16
     assert "ours/peft step" in capsys.readouterr().out
+    # A saved report prints again as a Markdown table, measuring nothing.
+    from bench.cli import main
+
+    assert main(["perf", "--show", str(written), "--table-format", "github"]) == 0
+    shown = capsys.readouterr().out
+    assert "| prompt_tuning " in shown and "| peft_prompt_tuning " in shown
+    assert main(["perf", "--show", str(tmp_path / "missing.json")]) == 2
+    assert main(["perf", "--show", str(written), "--table-format", "nope"]) == 2
 
 
 @pytest.mark.parametrize("task", ["sst2", "stsb", "conll2003"])

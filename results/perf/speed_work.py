@@ -9,7 +9,8 @@ Writes ``results/perf/speed_work.json`` and prints a table:
 2. evaluation of CoNLL-2003 validation (3,250 sentences): in file order at batch 16 (before)
    and sorted by length at batch 64 (after), same model, same metrics;
 3. padding waste of a training epoch of SST-2 at batch 16: random batches (before) and
-   length-grouped batches (after), as tokens computed per real token.
+   length-grouped batches (after), as tokens computed per real token;
+4. data starvation: the share of a real training run's time its loop spent waiting for batches.
 """
 
 from __future__ import annotations
@@ -124,6 +125,33 @@ def padding(data_dir: str, backbone: str) -> dict[str, float]:
     }
 
 
+def data_wait(data_dir: str, backbone: str) -> dict[str, float]:
+    """A real training run (SST-2, prompt tuning, 600 examples, 2 epochs at batch 16): the
+    seconds its loop waited for batches (the record's ``data_wait_s``) against training time."""
+    from bench.runner import PlanRequest, build_plan
+    from bench.train import train_run
+
+    (run,) = build_plan(
+        PlanRequest(
+            tasks=["sst2"],
+            methods=["prompt_tuning"],
+            seeds=[13],
+            backbones=[backbone],
+            data_dir=data_dir,
+            train={"epochs": 2, "batch_size": 16, "max_train_samples": 600, "max_length": 64,
+                   "max_eval_samples": 100},  # fmt: skip
+        )
+    )
+    result = train_run(run, device="cpu", progress=False)
+    timing = result.timing
+    return {
+        "steps": timing["steps"],
+        "train_s": timing["train_s"],
+        "data_wait_s": timing["data_wait_s"],
+        "data_wait_share_of_train": timing["data_wait_s"] / timing["train_s"],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", default=str(HERE.parents[2] / "shared" / "data"))
@@ -136,6 +164,7 @@ def main() -> None:
         "tokenization_sst2": tokenization(args.data_dir, args.backbone),
         "evaluation_conll2003_validation": evaluation(args.data_dir, args.backbone),
         "padding_sst2_train_b16": padding(args.data_dir, args.backbone),
+        "data_wait_sst2_prompt_tuning": data_wait(args.data_dir, args.backbone),
     }
     (HERE / "speed_work.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(report, indent=2))
