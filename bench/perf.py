@@ -336,20 +336,13 @@ def measure_in_fresh_process(
     """:func:`measure_method` in a spawned process (its own memory high-water mark), started
     with ``env`` added to the environment."""
     import os
+    from unittest import mock
 
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     process = context.Process(target=_child, args=(config, method, memory_only, queue))
-    saved = {key: os.environ.get(key) for key in env or {}}
-    os.environ.update(env or {})
-    try:
+    with mock.patch.dict(os.environ, env or {}):  # the child inherits it at start
         process.start()
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
     try:
         while True:
             try:
@@ -475,7 +468,7 @@ def format_table(report: dict[str, Any], tablefmt: str = "simple") -> str:
             for key, label in (
                 ("activation_checkpointing", "activation checkpointing"),
                 ("compile", "torch.compile"),
-            )  # fmt: skip
+            )
             if config.get(key)
         )
     )
