@@ -486,6 +486,7 @@ def command_run(args: argparse.Namespace) -> int:
     selection = select_runs(plan, output, args.rerun_failed, args.force, args.save_delta)
     if args.dry_run:
         from bench.estimate import ASSUMPTION, estimate_plan
+        from bench.plan_sources import applied, describe
 
         chosen = {run.key for run in selection.to_run}
         estimates = estimate_plan(plan)
@@ -500,11 +501,14 @@ def command_run(args: argparse.Namespace) -> int:
                 selection.statuses[r.key],
                 "run" if r.key in chosen else "skip",
                 "?" if e.gpu_seconds is None else f"{e.gpu_seconds / 60:.1f}",
+                ",".join(map(str, applied(suite, r))) or "-",
             )
             for i, (r, e) in enumerate(zip(plan, estimates, strict=True))
         ]
         headers = ["#", "key", "task", "method", "seed", "backbone", "status", "action", "GPU-min"]
-        print(tabulate(rows, headers=headers))
+        print(tabulate(rows, headers=[*headers, "settings"]))
+        if suite.settings or suite.exclude:
+            print(f"\n{describe(suite, plan, estimates)}")
         print(f"\n{describe_counts(selection, len(plan))}; records go to {output}/runs/")
         todo = [e.gpu_seconds for r, e in zip(plan, estimates, strict=True) if r.key in chosen]
         known = [s for s in todo if s is not None]

@@ -41,7 +41,20 @@ DATASET_SIZES: dict[str, tuple[int, int]] = {
     "rte": (2490, 277),
     "wnli": (635, 71),
     "conll2003": (14041, 6703),
+    # SuperGLUE and CoNLL04: counted in ../shared/data (MultiRC: answer-option rows), except
+    # BoolQ's train size, which is the TFDS super_glue/boolq catalog's (train file Hub-only).
+    "boolq": (9427, 3270),
+    "cb": (250, 56),
+    "copa": (400, 100),
+    "superglue_rte": (2490, 277),
+    "wic": (5428, 638),
+    "wsc": (554, 104),
+    "multirc": (27243, 4848),
+    "conll04": (922, 519),
 }
+
+#: Sequences the model reads per example: a multiple-choice example is one sequence per choice.
+SEQUENCES_PER_EXAMPLE: dict[str, int] = {"copa": 2}
 
 #: Approximate parameter counts of the short-named Hub backbones (commonly cited, rounded; not
 #: re-counted here), used only when the weights are not on this machine. Local weights are
@@ -94,9 +107,10 @@ def estimate_run(run: RunSpec, parameters: float | None) -> Estimate:
     steps = cfg.epochs * math.ceil((pool - selection) / cfg.batch_size)
     length = cfg.max_length or spec.max_length
     per_token = 6 * parameters if run.method == "full_finetune" else 4 * parameters
-    train_flops = steps * cfg.batch_size * length * per_token
+    sequences = SEQUENCES_PER_EXAMPLE.get(run.task, 1)
+    train_flops = steps * cfg.batch_size * sequences * length * per_token
     evaluated = selection * cfg.epochs + min(sizes[1], cfg.max_eval_samples or sizes[1])
-    eval_flops = evaluated * length * 2 * parameters
+    eval_flops = evaluated * sequences * length * 2 * parameters
     return Estimate((train_flops + eval_flops) / (PEAK_FLOPS * UTILIZATION))
 
 

@@ -1,7 +1,8 @@
 """Planning: methods × tasks × seeds × backbones → one resolved RunSpec per run.
 
 Each run's configuration is layered: method defaults, then the suite's settings that match its
-(task, method) in file order, then command-line flags. Execution lives in :mod:`bench.sweep`
+(task, method, backbone) in file order, then command-line flags; cells the suite excludes are
+not planned. Execution lives in :mod:`bench.sweep`
 (driver), :mod:`bench.executors` and :mod:`bench.worker`.
 """
 
@@ -74,8 +75,12 @@ def build_plan(request: PlanRequest) -> list[RunSpec]:
     for ref in refs:
         for spec in specs:
             for cls in method_classes:
+                if request.suite and request.suite.excluded(spec.name, cls.name, ref.name):
+                    continue
                 suite_train, suite_method = (
-                    request.suite.overrides(spec.name, cls.name) if request.suite else ({}, {})
+                    request.suite.overrides(spec.name, cls.name, ref.name)
+                    if request.suite
+                    else ({}, {})
                 )
                 try:
                     train = TrainConfig.from_dict({**suite_train, **request.train})

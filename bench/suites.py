@@ -14,8 +14,13 @@ file is a mapping with these keys (only ``tasks`` is required)::
       - source: "where these values come from (paper, script, measurement)"
         tasks: [rte]              # optional: restrict to these tasks
         methods: [p_tuning_v2]    # optional: restrict to these methods
+        backbones: [roberta-large]  # optional: restrict to these backbones (Hub ids match too)
         train: {epochs: 5}        # TrainConfig overrides
         method: {lr: 1.0e-2}      # method config overrides
+    exclude:                      # task × method × backbone cells not to plan, with the reason
+      - reason: "no official script for this backbone"
+        tasks: [conll2003]        # each key optional; an entry matches where all its keys do
+        backbones: [bert-large-cased]
 
 Every mapping rejects unknown keys, naming them and the allowed ones.
 """
@@ -33,8 +38,45 @@ import yaml
 from bench.errors import UserError, unknown_name_error
 
 SUITES_DIR = Path(__file__).parent / "suites"
-SUITE_KEYS = ("name", "description", "tasks", "methods", "seeds", "backbones", "train", "settings")
-SETTING_KEYS = ("source", "tasks", "methods", "train", "method")
+SUITE_KEYS = (
+    "name",
+    "description",
+    "tasks",
+    "methods",
+    "seeds",
+    "backbones",
+    "train",
+    "settings",
+    "exclude",
+)
+SETTING_KEYS = ("source", "tasks", "methods", "backbones", "train", "method")
+EXCLUDE_KEYS = ("reason", "tasks", "methods", "backbones")
+
+
+def same_backbone(a: str, b: str) -> bool:
+    """Short names and Hub ids of one checkpoint compare equal (``roberta-large`` is
+    ``FacebookAI/roberta-large``)."""
+    from bench.backbones import HUB_ALIASES
+
+    return HUB_ALIASES.get(a, a) == HUB_ALIASES.get(b, b)
+
+
+def _scope_matches(
+    scope: tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]],
+    task: str,
+    method: str,
+    backbone: str | None,
+) -> bool:
+    """Whether (task, method, backbone) lies in a (tasks, methods, backbones) scope; an empty
+    tuple means all, and ``backbone=None`` ignores the backbone filter."""
+    tasks, methods, backbones = scope
+    return (
+        (not tasks or task in tasks)
+        and (not methods or method in methods)
+        and (
+            backbone is None or not backbones or any(same_backbone(backbone, b) for b in backbones)
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -46,11 +88,26 @@ class Setting:
     methods: tuple[str, ...] = field(default=(), metadata={"help": "Methods it applies to (all)."})
     train: dict[str, Any] = field(default_factory=dict, metadata={"help": "TrainConfig keys."})
     method: dict[str, Any] = field(default_factory=dict, metadata={"help": "Method config keys."})
+    backbones: tuple[str, ...] = field(
+        default=(), metadata={"help": "Backbones it applies to (all); Hub ids match short names."}
+    )
 
-    def applies(self, task: str, method: str) -> bool:
-        return (not self.tasks or task in self.tasks) and (
-            not self.methods or method in self.methods
-        )
+    def applies(self, task: str, method: str, backbone: str | None = None) -> bool:
+        return _scope_matches((self.tasks, self.methods, self.backbones), task, method, backbone)
+
+
+@dataclass(frozen=True)
+class Exclusion:
+    """Task × method × backbone cells a suite does not plan, and why (e.g. no official
+    script exists for that backbone)."""
+
+    reason: str = field(metadata={"help": "Why these cells are left out."})
+    tasks: tuple[str, ...] = field(default=(), metadata={"help": "Tasks it covers (all)."})
+    methods: tuple[str, ...] = field(default=(), metadata={"help": "Methods it covers (all)."})
+    backbones: tuple[str, ...] = field(default=(), metadata={"help": "Backbones it covers (all)."})
+
+    def covers(self, task: str, method: str, backbone: str) -> bool:
+        return _scope_matches((self.tasks, self.methods, self.backbones), task, method, backbone)
 
 
 @dataclass(frozen=True)
@@ -64,20 +121,30 @@ class Suite:
     seeds: tuple[int, ...] = ()
     backbones: tuple[str, ...] = ()
     settings: tuple[Setting, ...] = ()
+    exclude: tuple[Exclusion, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.tasks:
             raise UserError(f"suite '{self.name}' lists no tasks")
 
-    def overrides(self, task: str, method: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    def overrides(
+        self, task: str, method: str, backbone: str | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         """The (train, method) overrides of one run: every matching setting, in file order."""
         train: dict[str, Any] = {}
         method_values: dict[str, Any] = {}
         for setting in self.settings:
-            if setting.applies(task, method):
+            if setting.applies(task, method, backbone):
                 train.update(setting.train)
                 method_values.update(setting.method)
         return train, method_values
+
+    def excluded(self, task: str, method: str, backbone: str) -> str | None:
+        """The reason this cell is left out of the plan, or None when it is planned."""
+        for exclusion in self.exclude:
+            if exclusion.covers(task, method, backbone):
+                return exclusion.reason
+        return None
 
 
 def _check_keys(data: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:
@@ -150,8 +217,32 @@ def _parse_setting(data: Any, where: str, suite_tasks: tuple[str, ...]) -> Setti
         source=source.strip(),
         tasks=tasks,
         methods=methods,
+        backbones=_names(data, "backbones", where),
         train=train,
         method=_mapping(data, "method", where),
+    )
+
+
+def _parse_exclusion(data: Any, where: str, suite_tasks: tuple[str, ...]) -> Exclusion:
+    if not isinstance(data, dict):
+        raise UserError(f"{where} must be a mapping, got {data!r}")
+    _check_keys(data, EXCLUDE_KEYS, where)
+    reason = data.get("reason")
+    if not isinstance(reason, str) or not reason.strip():
+        raise UserError(f"{where}: 'reason' is required (why these runs are left out)")
+    tasks = _names(data, "tasks", where)
+    stray = [t for t in tasks if t not in suite_tasks]
+    if stray:
+        raise UserError(
+            f"{where}: task(s) {stray} are not in the suite's tasks {list(suite_tasks)}"
+        )
+    methods = _names(data, "methods", where)
+    _check_methods(methods, where)
+    return Exclusion(
+        reason=reason.strip(),
+        tasks=tasks,
+        methods=methods,
+        backbones=_names(data, "backbones", where),
     )
 
 
@@ -183,6 +274,12 @@ def parse_suite(data: Any, source: str) -> Suite:
     settings += [
         _parse_setting(item, f"{where} settings[{i}]", tasks) for i, item in enumerate(raw_settings)
     ]
+    raw_exclude = data.get("exclude", [])
+    if not isinstance(raw_exclude, list):
+        raise UserError(f"{where}: 'exclude' must be a list of mappings")
+    exclude = [
+        _parse_exclusion(item, f"{where} exclude[{i}]", tasks) for i, item in enumerate(raw_exclude)
+    ]
     return Suite(
         name=str(data.get("name") or Path(source).stem),
         description=str(data.get("description", "")),
@@ -191,6 +288,7 @@ def parse_suite(data: Any, source: str) -> Suite:
         seeds=_seeds(data, where),
         backbones=_names(data, "backbones", where),
         settings=tuple(settings),
+        exclude=tuple(exclude),
     )
 
 

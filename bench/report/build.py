@@ -7,6 +7,7 @@ Layout of ``OUT``::
     tables/accuracy_<backbone>.{md,tex,csv}
     tables/params.{md,tex,csv}
     tables/published.{md,csv}          published numbers next to ours
+    tables/paper.{md,tex,csv}          P-Tuning v2 paper layout (if a record is on its tasks)
     tables/claims.csv
     figures/<backbone>/{score_vs_params,bars,seeds,curves}.{png,pdf}
     figures/prompts/<key>.{png,pdf}    written by `plot prompts`, linked when present
@@ -24,6 +25,7 @@ from bench.report import (
     claims,
     collect,
     index,
+    paper,
     params,
     plots,
     published,
@@ -111,6 +113,19 @@ def build_report(
             render.write_csv(out / "tables" / "published.csv", published.to_frame(lines)),
         ]
 
+    paper_table = paper.has_paper_tasks(frame)
+    if paper_table:
+        table = paper.build_paper_table(frame, references)
+        stem = out / "tables" / "paper"
+        written += [
+            render.write_text(
+                _with(stem, "md"),
+                f"# {paper.TITLE}\n\n{paper.to_markdown(table)}",
+            ),
+            render.write_text(_with(stem, "tex"), paper.to_latex(table)),
+            render.write_csv(_with(stem, "csv"), paper.to_frame(table)),
+        ]
+
     figure_links: dict[str, list[tuple[str, str]]] = {}
     for backbone in backbones if figures else []:
         folder = out / "figures" / slug(backbone)
@@ -129,6 +144,7 @@ def build_report(
         accuracy=accuracy_links,
         params=not counts.empty,
         published_files=tuple(dict.fromkeys(r.file for r in references)),
+        paper_table=paper_table,
         figures=figure_links,
         prompt_figures=tuple(f"figures/prompts/{p.stem}" for p in prompt_pngs),
     )
