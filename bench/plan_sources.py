@@ -57,7 +57,8 @@ def _values(setting: Setting) -> str:
 
 def _hours(seconds: Sequence[float | None]) -> str:
     known = [s for s in seconds if s is not None]
-    text = f"{sum(known) / 3600:.1f} GPU-hours"
+    total = sum(known)
+    text = f"{total / 3600:.1f} GPU-hours" if total >= 360 else f"{total / 60:.1f} GPU-min"
     unknown = len(seconds) - len(known)
     return text + (f" (+{unknown} of unknown size)" if unknown else "")
 
