@@ -22,7 +22,7 @@ from bench.errors import UserError
 from .spec import TaskSpec
 
 Columns = dict[str, list[Any]]
-_NE_OPEN = re.compile(r"^\(([A-Za-z_]+)\*\)?$|^\*\)?$")
+_NE_OPEN = re.compile(r"^\(([A-Za-z_]+)\*?\)?$|^\*\)?$")
 WORD_COLUMN, NE_COLUMN = 3, 10
 
 

@@ -89,15 +89,31 @@ def _finish(columns: Columns, path: Path, spec: TaskSpec) -> Columns:
     return columns
 
 
+def _check_template(spec: TaskSpec, texts: dict[str, str], where: str) -> None:
+    """Render the row once, so that a value the template cannot use (a COPA question other
+    than cause/effect) is reported here, as file:line, not while tokenizing."""
+    if spec.template is None:
+        return
+    from .templates import TEMPLATES
+
+    try:
+        TEMPLATES[spec.template].render(texts)
+    except ValueError as error:
+        raise UserError(f"{where}: {error} (task '{spec.name}')") from None
+
+
 def parse_superglue_jsonl(spec: TaskSpec, path: Path, text: str) -> Columns:
     """Flat SuperGLUE rows as columns ``spec.fields`` (text fields must be non-empty strings)."""
     assert spec.local is not None
     keys = spec.local.columns
     columns: Columns = {name: [] for name in spec.fields}
     for where, row in json_lines(path, text):
+        texts = {}
         for name in spec.text_fields:
             key = str(keys[name])
-            columns[name].append(_text(lookup(row, key, where, spec.name), key, where))
+            texts[name] = _text(lookup(row, key, where, spec.name), key, where)
+            columns[name].append(texts[name])
+        _check_template(spec, texts, where)
         key = str(keys["label"])
         columns["label"].append(_label(spec, lookup(row, key, where, spec.name), key, where))
     return _finish(columns, path, spec)
