@@ -68,6 +68,13 @@ class TrainConfig:
             "rounding, so it is part of the run key when set."
         },
     )
+    template: str | None = field(
+        default=None,
+        metadata={
+            "help": "Input template, for tasks that offer several (wic: wic_pair, "
+            "wic_question); None: the task's default. Part of the run key when set."
+        },
+    )
 
     def __post_init__(self) -> None:
         for name in ["val_fraction", "warmup_ratio", "weight_decay", "max_grad_norm"]:
@@ -94,6 +101,8 @@ class TrainConfig:
         for name in ("group_by_length", "activation_checkpointing", "compile"):
             if not isinstance(getattr(self, name), bool):
                 raise UserError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.template is not None and (not isinstance(self.template, str) or not self.template):
+            raise UserError(f"template must be a template name or None, got {self.template!r}")
         if not 0.0 < self.val_fraction < 1.0:
             raise UserError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
         if not 0.0 <= self.warmup_ratio < 1.0:
@@ -128,7 +137,7 @@ class TrainConfig:
 
 
 #: TrainConfig fields added after the first records were written (see ``key_dict``).
-KEYED_ONLY_WHEN_SET = ("group_by_length", "compile")
+KEYED_ONLY_WHEN_SET = ("group_by_length", "compile", "template")
 #: Fields that change how a run executes, not its numbers (tested bitwise): never in the key.
 NEVER_KEYED = ("activation_checkpointing",)
 

@@ -66,6 +66,7 @@ def build_plan(request: PlanRequest) -> list[RunSpec]:
     from bench.data import data_identity
     from methods import get_method
     from tasks import get_task
+    from tasks.templates import with_template
 
     specs = [get_task(name) for name in _unique(request.tasks)]
     method_classes = [get_method(name) for name in _unique(request.methods)]
@@ -84,6 +85,7 @@ def build_plan(request: PlanRequest) -> list[RunSpec]:
                 )
                 try:
                     train = TrainConfig.from_dict({**suite_train, **request.train})
+                    with_template(spec, train.template)
                     config = cls.config_cls.from_dict(
                         {**suite_method, **request.method_overrides}
                     ).to_dict()

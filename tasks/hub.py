@@ -123,6 +123,34 @@ def _drop_label_feature(features: Any, field: str) -> Any:
     return out
 
 
+def expand_record_entities(batch: dict[str, list[Any]], labels: list[str]) -> dict[str, list]:
+    """``datasets.map`` function: one ReCoRD query row -> one row per distinct candidate entity
+    (passage, query, entity, label = whether it is a gold answer, answers, group), as the
+    official P-Tuning v2 code expands ReCoRD (THUDM/P-tuning-v2 ``tasks/superglue/dataset.py``,
+    ``record_preprocess_function``). Queries without answers (the test split) are dropped."""
+    out: dict[str, list[Any]] = {
+        key: [] for key in ("passage", "query", "entity", "label", "answers", "group")
+    }
+    for passage, query, entities, answers, group in zip(
+        batch["passage"], batch["query"], batch["entities"], batch["answers"], batch["group"],
+        strict=True,
+    ):
+        if not answers:
+            continue
+        for entity in sorted(set(entities)):
+            out["passage"].append(passage)
+            out["query"].append(query)
+            out["entity"].append(entity)
+            out["label"].append(1 if entity in answers else 0)
+            out["answers"].append(sorted(set(answers)))
+            out["group"].append(str(group))
+    return out
+
+
+EXPANSIONS = {"record_entities": expand_record_entities}
+"""``hub.expand`` name -> its batched ``datasets.map`` function."""
+
+
 def load_from_hub(
     spec: TaskSpec, splits: Sequence[str], features: datasets.Features
 ) -> tuple[dict[str, datasets.Dataset], str]:
@@ -144,6 +172,8 @@ def load_from_hub(
             )
         ds = loaded[hub_split]
         raw_fingerprints.append(f"{split}:{ds._fingerprint}")
+        if any("." in column for column in hub.columns.values()):
+            ds = ds.flatten()  # struct columns become "a.b" columns
         missing = [col for col in hub.columns.values() if col not in ds.column_names]
         if missing:
             raise UserError(
@@ -152,7 +182,15 @@ def load_from_hub(
             )
         ds = ds.select_columns(list(hub.columns.values()))
         ds = ds.rename_columns({col: ours for ours, col in hub.columns.items() if col != ours})
-        ds = _convert_labels(spec, ds, hub.columns[spec.label_field])
+        if hub.expand is not None:
+            ds = ds.map(
+                EXPANSIONS[hub.expand],
+                batched=True,
+                remove_columns=ds.column_names,
+                fn_kwargs={"labels": list(spec.labels)},
+            )
+        else:
+            ds = _convert_labels(spec, ds, hub.columns[spec.label_field])
         out[split] = ds.select_columns(list(spec.fields)).cast(features)
     joined = "\n".join(raw_fingerprints)
     return out, hashlib.sha256(joined.encode()).hexdigest()

@@ -36,18 +36,57 @@ from .checks import (
 
 
 class TaskKind(str, enum.Enum):
-    """What the model predicts: one class, one number, or one tag per word."""
+    """What the model predicts: one class, one number, one tag per word, or one of several
+    choices (one score per choice; the highest wins)."""
 
     CLASSIFICATION = "classification"
     REGRESSION = "regression"
     TOKEN_CLASSIFICATION = "token_classification"
+    MULTIPLE_CHOICE = "multiple_choice"
 
 
-SUITES: tuple[str, ...] = ("glue", "ner")
+SUITES: tuple[str, ...] = ("glue", "ner", "superglue")
 """Suites a task may belong to (``bench run --suite NAME`` runs all tasks of one)."""
 
-LOCAL_FORMATS: tuple[str, ...] = ("glue_tsv", "conll")
-"""Local file formats: GLUE's original TSV files, CoNLL-style one-token-per-line files."""
+LOCAL_FORMATS: tuple[str, ...] = (
+    "glue_tsv",
+    "conll",
+    "superglue_jsonl",
+    "multirc_jsonl",
+    "record_jsonl",
+    "spert_json",
+    "conll2012",
+)
+"""Local file formats: GLUE's original TSV files, CoNLL-style one-token-per-line files,
+SuperGLUE's JSON lines (flat rows; MultiRC's and ReCoRD's nested ones), SpERT's JSON (CoNLL04)
+and the CoNLL-2012 column format (OntoNotes 5.0)."""
+
+FORMAT_KINDS: Mapping[str, tuple[TaskKind, ...]] = FrozenMap(
+    {
+        "glue_tsv": (TaskKind.CLASSIFICATION, TaskKind.REGRESSION),
+        "conll": (TaskKind.TOKEN_CLASSIFICATION,),
+        "superglue_jsonl": (TaskKind.CLASSIFICATION, TaskKind.MULTIPLE_CHOICE),
+        "multirc_jsonl": (TaskKind.CLASSIFICATION,),
+        "record_jsonl": (TaskKind.CLASSIFICATION,),
+        "spert_json": (TaskKind.TOKEN_CLASSIFICATION,),
+        "conll2012": (TaskKind.TOKEN_CLASSIFICATION,),
+    }
+)
+"""Local format -> the task kinds it can hold."""
+
+COLUMN_FORMATS: tuple[str, ...] = ("glue_tsv", "superglue_jsonl")
+"""Local formats whose ``columns`` map each field to a column (or JSON key); the others have a
+fixed layout and take no ``columns``."""
+
+HUB_EXPANSIONS: Mapping[str, tuple[str, ...]] = FrozenMap(
+    {"record_entities": ("passage", "query", "entities", "answers", "group")}
+)
+"""Row expansions applied to a Hub split (``hub.expand``) -> the columns they read. For
+``record_entities``, one ReCoRD query row becomes one binary row per candidate entity."""
+
+META_FIELDS: tuple[str, ...] = ("group", "answers")
+"""Columns that are neither model input nor label but feed grouped metrics: ``group`` (the
+question an answer row belongs to: MultiRC, ReCoRD), ``answers`` (ReCoRD's gold entities)."""
 
 METRIC_OUTPUTS: Mapping[str, tuple[str, ...]] = FrozenMap(
     {
@@ -57,15 +96,26 @@ METRIC_OUTPUTS: Mapping[str, tuple[str, ...]] = FrozenMap(
         "pearson": ("pearson",),
         "spearmanr": ("spearmanr",),
         "seqeval": ("f1", "precision", "recall", "accuracy"),
+        "macro_f1": ("macro_f1",),
+        "multirc": ("f1a", "em"),
+        "record": ("f1", "exact_match"),
     }
 )
 """Metric name -> the keys it adds to :func:`tasks.compute_metrics`'s result."""
 
 METRICS_FOR_KIND: Mapping[TaskKind, tuple[str, ...]] = FrozenMap(
     {
-        TaskKind.CLASSIFICATION: ("accuracy", "f1", "matthews_correlation"),
+        TaskKind.CLASSIFICATION: (
+            "accuracy",
+            "f1",
+            "matthews_correlation",
+            "macro_f1",
+            "multirc",
+            "record",
+        ),
         TaskKind.REGRESSION: ("pearson", "spearmanr"),
         TaskKind.TOKEN_CLASSIFICATION: ("seqeval",),
+        TaskKind.MULTIPLE_CHOICE: ("accuracy",),
     }
 )
 """The metrics that make sense for each task kind."""
@@ -81,7 +131,9 @@ class HubSource:
     """Where a task lives on the Hugging Face Hub.
 
     ``splits`` maps our split name to the Hub's (e.g. ``validation_matched``); ``columns`` maps
-    each of our fields (the text fields plus ``label``, or ``tokens``/``tags``) to a Hub column.
+    each of our fields (the text fields plus ``label``, or ``tokens``/``tags``) to a Hub column
+    (``a.b`` for a field of a struct column, e.g. ``idx.question``). ``expand`` names a row
+    expansion (:data:`HUB_EXPANSIONS`); ``columns`` then maps the columns it reads.
     """
 
     path: str
@@ -89,6 +141,7 @@ class HubSource:
     columns: Mapping[str, str]
     name: str | None = None
     revision: str | None = None
+    expand: str | None = None
 
     def __post_init__(self) -> None:
         check_str(self.path, "hub.path")
@@ -100,6 +153,8 @@ class HubSource:
         object.__setattr__(self, "columns", check_str_map(self.columns, "hub.columns"))
         if not self.splits:
             raise UserError("hub.splits must name at least one split")
+        if self.expand is not None:
+            check_choice(self.expand, "hub.expand", "row expansion", HUB_EXPANSIONS)
 
     def describe(self) -> str:
         """``path, config name`` as shown in messages, e.g. ``nyu-mll/glue, config sst2``."""
@@ -115,6 +170,7 @@ class HubSource:
             "revision": self.revision,
             "splits": dict(self.splits),
             "columns": dict(self.columns),
+            **({"expand": self.expand} if self.expand else {}),
         }
 
 
@@ -164,11 +220,20 @@ class LocalSource:
                     f" column and the tag the last), got {dict(self.columns)!r}"
                 )
             return FrozenMap()
+        if self.format not in COLUMN_FORMATS:
+            if self.columns:
+                raise UserError(
+                    f"local.columns must be omitted for format '{self.format}' (its layout is"
+                    f" fixed), got {dict(self.columns)!r}"
+                )
+            return FrozenMap()
         for key, column in self.columns.items():
             check_str(key, "local.columns key")
             what = f"local.columns[{key!r}]"
             if isinstance(column, bool) or not isinstance(column, str | int):
                 raise UserError(f"{what} must be a column name or a 0-based index, got {column!r}")
+            if isinstance(column, int) and self.format == "superglue_jsonl":
+                raise UserError(f"{what} must be a JSON key (a.b for nested keys), got {column}")
             if isinstance(column, int) and column < 0:
                 raise UserError(f"{what} must be a 0-based index (>= 0), got {column}")
             if isinstance(column, str) and not self.header:
@@ -196,8 +261,15 @@ class TaskSpec:
     the data comes from (the Hub, a local directory, or both).
 
     ``labels`` are in the Hub's ClassLabel order; class index ``i`` means ``labels[i]``
-    (empty for regression). ``eval_splits`` are all labelled non-train splits, evaluated at the
-    end of a run; ``report_splits`` (a subset) are the ones a paper reports.
+    (empty for regression; for multiple choice, the choices' names). ``eval_splits`` are all
+    labelled non-train splits, evaluated at the end of a run; ``report_splits`` (a subset) are
+    the ones a paper reports.
+
+    ``template`` names how the text fields become the model's input (a
+    :data:`tasks.templates.TEMPLATES` entry; ``None``: the text fields as one sequence or a pair),
+    ``templates`` the alternatives a run may pick instead (``TrainConfig.template``).
+    ``meta_fields`` are columns kept beside the inputs for grouped metrics (see
+    :data:`META_FIELDS`).
     """
 
     name: str
@@ -215,6 +287,9 @@ class TaskSpec:
     label_range: tuple[float, float] | None = None
     max_length: int = 128
     keywords: tuple[str, ...] = ()
+    template: str | None = None
+    templates: tuple[str, ...] = ()
+    meta_fields: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
@@ -234,13 +309,16 @@ class TaskSpec:
 
     @property
     def num_labels(self) -> int:
-        """Size of the model's output layer: the number of classes/tags, or 1 for regression."""
-        return 1 if self.kind is TaskKind.REGRESSION else len(self.labels)
+        """Size of the model's output layer: the number of classes/tags, or 1 for regression and
+        for multiple choice (one score per choice)."""
+        if self.kind in (TaskKind.REGRESSION, TaskKind.MULTIPLE_CHOICE):
+            return 1
+        return len(self.labels)
 
     @property
     def fields(self) -> tuple[str, ...]:
-        """Every column of a loaded split: the text fields, then the label field."""
-        return (*self.text_fields, self.label_field)
+        """Every column of a loaded split: the text fields, the label field, the meta fields."""
+        return (*self.text_fields, self.label_field, *self.meta_fields)
 
     def to_dict(self) -> dict[str, Any]:
         """A plain, JSON-serialisable copy (for run records)."""
@@ -274,6 +352,23 @@ class TaskSpec:
             raise UserError(f"max_length must be positive, got {self.max_length}")
         keywords = check_str_tuple(self.keywords, "keywords", allow_empty=True)
         object.__setattr__(self, "keywords", keywords)
+        self._validate_template()
+
+    def _validate_template(self) -> None:
+        from .templates import check_template
+
+        templates = check_str_tuple(self.templates, "templates", allow_empty=True)
+        object.__setattr__(self, "templates", templates)
+        if self.template is None and templates:
+            raise UserError(f"templates {list(templates)} are given but no default template")
+        for name in ([self.template] if self.template is not None else []) + list(templates):
+            check_template(name, self.kind, self.text_fields)
+        if self.template is not None and templates and self.template not in templates:
+            raise UserError(
+                f"template {self.template!r} must be one of templates: {', '.join(templates)}"
+            )
+        if self.kind is TaskKind.MULTIPLE_CHOICE and self.template is None:
+            raise UserError("a multiple_choice task needs a template that builds its choices")
 
     def _validate_fields(self) -> None:
         fields = check_str_tuple(self.text_fields, "text_fields")
@@ -287,6 +382,11 @@ class TaskSpec:
         for name in fields:
             if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name) or name == "label":
                 raise UserError(f"text field {name!r} must be an identifier other than 'label'")
+        meta = check_str_tuple(self.meta_fields, "meta_fields", allow_empty=True)
+        object.__setattr__(self, "meta_fields", meta)
+        check_subset(meta, "meta_fields", META_FIELDS, "the meta field list")
+        if set(meta) & set(fields):
+            raise UserError(f"meta_fields {list(meta)} overlap text_fields {list(fields)}")
 
     def _validate_labels(self) -> None:
         labels = check_str_tuple(self.labels, "labels", allow_empty=True)
@@ -330,10 +430,19 @@ class TaskSpec:
                     f"metric {metric!r} does not apply to a {self.kind.value} task;"
                     f" allowed: {', '.join(allowed)}"
                 )
-        if "f1" in metrics and len(self.labels) != 2:
-            raise UserError(
-                f"metric 'f1' is binary F1 and needs exactly 2 labels, got {len(self.labels)}"
-            )
+        for binary in ("f1", "multirc", "record"):
+            if binary in metrics and len(self.labels) != 2:
+                raise UserError(
+                    f"metric '{binary}' scores binary rows and needs exactly 2 labels,"
+                    f" got {len(self.labels)}"
+                )
+        needs = {"multirc": ("group",), "record": ("group", "answers")}
+        for metric, fields in needs.items():
+            missing = [
+                name for name in fields if metric in metrics and name not in self.meta_fields
+            ]
+            if missing:
+                raise UserError(f"metric '{metric}' needs meta_fields {', '.join(missing)}")
         keys = [key for metric in metrics for key in METRIC_OUTPUTS[metric]]
         check_choice(self.primary_metric, "primary_metric", "metric result", keys)
 
@@ -362,19 +471,24 @@ class TaskSpec:
                 raise UserError(f"{what} must name a '{TRAIN_SPLIT}' split, got {list(splits)}")
             check_subset(self.eval_splits, "eval_splits", splits, what)
         purpose = f"the fields of a {self.kind.value} task"
-        if self.hub is not None:
+        if self.hub is not None and self.hub.expand is not None:
+            reads = HUB_EXPANSIONS[self.hub.expand]
+            check_exact_keys(
+                self.hub.columns, "hub.columns", reads, f"the columns {self.hub.expand} reads"
+            )
+        elif self.hub is not None:
             check_exact_keys(self.hub.columns, "hub.columns", self.fields, purpose)
         if self.local is not None:
             self._validate_local(self.local, purpose)
 
     def _validate_local(self, local: LocalSource, purpose: str) -> None:
-        expected = "conll" if self.kind is TaskKind.TOKEN_CLASSIFICATION else "glue_tsv"
-        if local.format != expected:
+        if self.kind not in FORMAT_KINDS[local.format]:
+            allowed = [name for name, kinds in FORMAT_KINDS.items() if self.kind in kinds]
             raise UserError(
-                f"local.format must be '{expected}' for a {self.kind.value} task,"
+                f"local.format must be one of {', '.join(allowed)} for a {self.kind.value} task,"
                 f" got '{local.format}'"
             )
-        if local.format == "glue_tsv":
+        if local.format in COLUMN_FORMATS:
             check_exact_keys(local.columns, "local.columns", self.fields, purpose)
         if local.label_values:
             if self.kind is TaskKind.REGRESSION:
