@@ -42,12 +42,16 @@ def data_identity(spec: TaskSpec, data_dir: str | None) -> str:
     """A content identity of a task's data, computed without parsing (for run keys).
 
     Local data: sha256 of the raw files (a missing file is a UserError naming its path).
-    Hub data: the dataset id, config and revision.
+    Hub data: the dataset id, config and revision. A task without a Hub source and no
+    ``data_dir`` (OntoNotes) gets a key that names the missing data, so that a dry run can
+    still plan it; loading it (preflight, before any run) is the UserError.
     """
     from tasks.loaders import local_files
 
     if data_dir is None:
         hub = spec.hub
+        if hub is None:
+            return f"missing:{spec.name} has no Hub source; pass --data-dir"
         return f"hub:{hub.path}:{hub.name or ''}@{hub.revision or 'main'}"
     digest = hashlib.sha256()
     for split, path in sorted(local_files(spec, data_dir).items()):

@@ -430,7 +430,9 @@ def test_published_files_load_and_compare_when_everything_matches(tmp_path: Path
     )
     assert cola.note == "not run by us"
     boolq = next(x for x in lines if x.reference.task == "boolq")
-    assert boolq.note == "task not in peft-bench"
+    assert boolq.note == "not run by us"
+    srl = next(x for x in lines if x.reference.task == "conll12_srl")
+    assert srl.note == "task not in peft-bench"
     text = published.to_markdown(lines)
     assert "| roberta-base | sst2   | accuracy" in text and "| −0.6 " in text
     bad = tmp_path / "bad"
