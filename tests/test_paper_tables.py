@@ -144,7 +144,7 @@ def test_report_writes_the_paper_table_only_for_paper_tasks(tmp_path: Path) -> N
     text = (out / "tables" / "paper.md").read_text(encoding="utf-8")
     # The repository's README reproduction (86.6 on RTE, 88.4 on CoNLL04, RoBERTa-large).
     assert "| 88.0 / 86.6† (+1.4)" in text and "90.0 / 88.4† (+1.6)" in text
-    assert "README.md lines 81-87" in text
+    assert "README.md lines 81-87" in text and "README.md lines 73-79" in text  # both tables
     assert (out / "tables" / "paper.tex").is_file() and (out / "tables" / "paper.csv").is_file()
     assert "tables/paper.md" in (out / "README.md").read_text(encoding="utf-8")
 

@@ -117,7 +117,7 @@ class PaperTable:
     blocks: tuple[tuple[str, tuple[str, ...]], ...]  # (block label, row labels)
     columns: tuple[PaperColumn, ...]
     cells: dict[tuple[str, str, str], PaperCell]  # (block, row, task) → cell
-    sources: tuple[tuple[str, str, str], ...]  # (marker, file, citation)
+    sources: tuple[tuple[str, str, tuple[str, ...]], ...]  # (marker, file, citations)
     backbones: dict[str, tuple[str, ...]]  # block → our checkpoints in it
 
     def cell(self, block: str, row: str, task: str) -> PaperCell:
@@ -196,12 +196,14 @@ def build_paper_table(frame: pd.DataFrame, references: list[Reference]) -> Paper
         )
     )
     shown = tuple(c for c in COLUMNS if any(key[2] == c.task for key in cells))
-    citations = {ref.file: ref.citation for ref in chosen.values()}
+    citations: dict[str, dict[str, None]] = {}
+    for ref in chosen.values():
+        citations.setdefault(ref.file, {})[ref.citation] = None
     return PaperTable(
         blocks=blocks,
         columns=shown,
         cells=cells,
-        sources=tuple((markers[f], f, citations[f]) for f in files),
+        sources=tuple((markers[f], f, tuple(citations[f])) for f in files),
         backbones={b: tuple(sorted(v)) for b, v in backbones.items()},
     )
 
@@ -243,9 +245,16 @@ def _notes(table: PaperTable) -> list[str]:
         "and split are ours; published protocols differ (see each source).",
     ]
     for block, names in table.backbones.items():
-        notes.append(f"Our {block} runs: {', '.join(names)}.")
-    notes += [f"{marker} `{name}`: {citation}" for marker, name, citation in table.sources]
+        if names != (block,):
+            notes.append(f"Our {block} runs: {', '.join(names)}.")
     return notes
+
+
+def _source_notes(table: PaperTable, quote: str) -> list[str]:
+    return [
+        f"{marker} {quote}{name}{quote}: {'; '.join(citations)}"
+        for marker, name, citations in table.sources
+    ]
 
 
 def to_markdown(table: PaperTable) -> str:
@@ -255,7 +264,8 @@ def to_markdown(table: PaperTable) -> str:
     for group, span in _groups(table.columns):
         group_row += [f"*{group}*"] + [""] * (span - 1)
     text = render.markdown_table(headers, [group_row, *_body(table)])
-    return text + "\n\n" + "\n".join(f"- {note}" for note in _notes(table)) + "\n"
+    notes = _notes(table) + _source_notes(table, "`")
+    return text + "\n\n" + "\n".join(f"- {note}" for note in notes) + "\n"
 
 
 def _latex_cell(text: str) -> str:
@@ -296,7 +306,10 @@ def to_latex(table: PaperTable) -> str:
             lines.append(r"\midrule")
         lines.append(" & ".join(row) + r" \\")
     caption = render.latex_escape(
-        "Ours / published (ours − published), points. " + " ".join(_notes(table)[1:])
+        " ".join(
+            ["Ours / published (ours − published), points.", *_notes(table)[1:]]
+            + _source_notes(table, "")
+        )
     )
     for marker, macro in _LATEX_MARKERS.items():
         caption = caption.replace(render.latex_escape(marker), macro)
