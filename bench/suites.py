@@ -55,10 +55,18 @@ EXCLUDE_KEYS = ("reason", "tasks", "methods", "backbones")
 
 def same_backbone(a: str, b: str) -> bool:
     """Short names and Hub ids of one checkpoint compare equal (``roberta-large`` is
-    ``FacebookAI/roberta-large``)."""
+    ``FacebookAI/roberta-large``), and a local directory is the checkpoint it is named after
+    (``/models/roberta-large`` is ``roberta-large``)."""
     from bench.backbones import HUB_ALIASES
 
-    return HUB_ALIASES.get(a, a) == HUB_ALIASES.get(b, b)
+    def names(backbone: str) -> set[str]:
+        out = {HUB_ALIASES.get(backbone, backbone)}
+        if Path(backbone).expanduser().is_dir():
+            base = Path(backbone).expanduser().resolve().name
+            out.add(HUB_ALIASES.get(base, base))
+        return out
+
+    return bool(names(a) & names(b))
 
 
 def _scope_matches(

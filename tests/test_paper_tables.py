@@ -300,3 +300,15 @@ def test_dry_run_lists_each_setting_with_its_source_runs_and_gpu_time(tmp_path, 
     assert "values: method: lr=0.005" in rest
     assert "source: run_script/run_rte_roberta.sh (line 6)" in rest
     assert "- conll2003 × all methods × bert-large-cased: no BERT script" in rest
+
+
+def test_a_local_directory_named_after_a_checkpoint_gets_its_settings(tmp_path: Path) -> None:
+    suite = builtin_suites()["paper-ptv2"]
+    named, other = tmp_path / "roberta-large", tmp_path / "my-model"
+    named.mkdir()
+    other.mkdir()
+    assert suite.overrides("copa", "p_tuning_v2", str(named))[1]["lr"] == 9e-3
+    assert "lr" not in suite.overrides("copa", "p_tuning_v2", str(other))[1]
+    assert suite.excluded("conll2003", "p_tuning_v2", str(tmp_path / "bert-large-cased")) is None
+    (tmp_path / "bert-large-cased").mkdir()
+    assert suite.excluded("conll2003", "p_tuning_v2", str(tmp_path / "bert-large-cased"))
