@@ -373,6 +373,11 @@ class TaskSpec:
     def _validate_fields(self) -> None:
         fields = check_str_tuple(self.text_fields, "text_fields")
         object.__setattr__(self, "text_fields", fields)
+        meta = check_str_tuple(self.meta_fields, "meta_fields", allow_empty=True)
+        object.__setattr__(self, "meta_fields", meta)
+        check_subset(meta, "meta_fields", META_FIELDS, "the meta field list")
+        if set(meta) & set(fields):
+            raise UserError(f"meta_fields {list(meta)} overlap text_fields {list(fields)}")
         if self.kind is TaskKind.TOKEN_CLASSIFICATION:
             if fields != ("tokens",):
                 raise UserError(
@@ -382,11 +387,6 @@ class TaskSpec:
         for name in fields:
             if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name) or name == "label":
                 raise UserError(f"text field {name!r} must be an identifier other than 'label'")
-        meta = check_str_tuple(self.meta_fields, "meta_fields", allow_empty=True)
-        object.__setattr__(self, "meta_fields", meta)
-        check_subset(meta, "meta_fields", META_FIELDS, "the meta field list")
-        if set(meta) & set(fields):
-            raise UserError(f"meta_fields {list(meta)} overlap text_fields {list(fields)}")
 
     def _validate_labels(self) -> None:
         labels = check_str_tuple(self.labels, "labels", allow_empty=True)
