@@ -20,11 +20,21 @@ if TYPE_CHECKING:
 STRING_DTYPES = ("string", "large_string")
 
 
+LAYOUTS = {
+    "glue_tsv": "the original GLUE layout",
+    "conll": "CoNLL files",
+    "superglue_jsonl": "SuperGLUE's original JSON-lines files",
+    "multirc_jsonl": "SuperGLUE's original JSON-lines files",
+    "record_jsonl": "SuperGLUE's original JSON-lines files",
+}
+"""Local format -> how the offline hint names it (others: '<format> files')."""
+
+
 def offline_hint(spec: TaskSpec) -> str:
     """The sentence telling an offline user how to use local files instead."""
     if spec.local is None:
         return ""
-    layout = "the original GLUE layout" if spec.local.format == "glue_tsv" else "CoNLL files"
+    layout = LAYOUTS.get(spec.local.format, f"{spec.local.format} files")
     files = ", ".join(f"DIR/{spec.local.subdir}/{name}" for name in spec.local.files.values())
     return f". If you are offline, pass --data-dir DIR with {layout} ({files})"
 

@@ -351,3 +351,42 @@ def test_bad_input_is_file_line_exit_2_nothing_run(
     assert code == 2
     assert where in err and message in err
     assert not out.exists() or not list(out.rglob("*.json"))
+
+
+def _fake_multirc_hub(*args: Any, **kwargs: Any) -> Any:
+    import datasets
+
+    features = datasets.Features(
+        {
+            "paragraph": datasets.Value("string"),
+            "question": datasets.Value("string"),
+            "answer": datasets.Value("string"),
+            "idx": {
+                "paragraph": datasets.Value("int32"),
+                "question": datasets.Value("int32"),
+                "answer": datasets.Value("int32"),
+            },
+            "label": datasets.ClassLabel(names=["False", "True"]),
+        }
+    )
+    rows = {
+        "paragraph": ["P"] * 3,
+        "question": ["Q1", "Q1", "Q2"],
+        "answer": ["a", "b", "c"],
+        "idx": [{"paragraph": 0, "question": q, "answer": a} for q, a in ((0, 0), (0, 1), (1, 0))],
+        "label": [1, 0, 1],
+    }
+    split = datasets.Dataset.from_dict(rows, features=features)
+    return datasets.DatasetDict(train=split, validation=split)
+
+
+def test_multirc_hub_group_is_the_question_idx(monkeypatch: pytest.MonkeyPatch) -> None:
+    import datasets
+
+    monkeypatch.setattr(datasets, "load_dataset", _fake_multirc_hub)
+    clear_cache()
+    train = load_task_data(get_task("multirc"), None).splits["train"].to_dict()
+    assert train == {"paragraph": ["P"] * 3, "question": ["Q1", "Q1", "Q2"],
+                     "answer": ["a", "b", "c"], "label": [1, 0, 1],
+                     "group": ["0", "0", "1"]}  # fmt: skip
+    clear_cache()
