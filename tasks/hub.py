@@ -141,9 +141,9 @@ def expand_record_entities(batch: dict[str, list[Any]], labels: list[str]) -> di
     out: dict[str, list[Any]] = {
         key: [] for key in ("passage", "query", "entity", "label", "answers", "group")
     }
+    columns = ("passage", "query", "entities", "answers", "group")
     for passage, query, entities, answers, group in zip(
-        batch["passage"], batch["query"], batch["entities"], batch["answers"], batch["group"],
-        strict=True,
+        *(batch[name] for name in columns), strict=True
     ):
         if not answers:
             continue
