@@ -172,6 +172,30 @@ def test_ontonotes_brackets_become_iob2(tmp_path: Path) -> None:
         load_task_data(spec, tmp_path)
 
 
+@pytest.mark.parametrize("name", ["boolq", "copa", "superglue_rte", "wic", "wsc"])
+def test_accuracy_tasks_by_hand(name: str) -> None:
+    assert compute_metrics(get_task(name), [0, 1, 1, 0], [0, 1, 0, 0]) == {"accuracy": 0.75}
+
+
+def test_bad_labels_and_copa_questions_name_file_and_line(tmp_path: Path) -> None:
+    write_tiny_superglue(tmp_path)
+    cb = tmp_path / "superglue" / "CB" / "val.jsonl"
+    lines = cb.read_text(encoding="utf-8").splitlines()
+    lines[4] = lines[4].replace('"label": "', '"label": "maybe-')
+    cb.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    clear_cache()
+    with pytest.raises(UserError, match=rf"{cb}:5: label 'maybe-\w+' is not one of"):
+        load_task_data(get_task("cb"), tmp_path)
+    copa = tmp_path / "superglue" / "COPA" / "train.jsonl"
+    lines = copa.read_text(encoding="utf-8").splitlines()
+    lines[1] = lines[1].replace('"question": "effect"', '"question": "reason"')
+    lines[1] = lines[1].replace('"question": "cause"', '"question": "reason"')
+    copa.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(UserError, match=rf"{copa}:2: COPA question must be 'cause' or 'effect'"):
+        load_task_data(get_task("copa"), tmp_path)
+    clear_cache()
+
+
 def test_cb_macro_f1_by_hand() -> None:
     # refs: e e c n ; preds: e c c e -> per class F1: e 0.5, c 0.667, n 0.0 -> mean 0.3889
     scores = compute_metrics(get_task("cb"), [0, 1, 1, 0], [0, 0, 1, 2])
