@@ -33,6 +33,7 @@ from .checks import (
     check_subset,
     type_name,
 )
+from .grouped_metrics import GROUPED_NEEDS
 
 
 class TaskKind(str, enum.Enum):
@@ -436,13 +437,15 @@ class TaskSpec:
                     f"metric '{binary}' scores binary rows and needs exactly 2 labels,"
                     f" got {len(self.labels)}"
                 )
-        needs = {"multirc": ("group",), "record": ("group", "answers")}
-        for metric, fields in needs.items():
-            missing = [
-                name for name in fields if metric in metrics and name not in self.meta_fields
-            ]
+        present = (*self.text_fields, *self.meta_fields)
+        for metric in metrics:
+            reads = [name for name in GROUPED_NEEDS.get(metric, ()) if name != "score"]
+            missing = [name for name in reads if name not in present]
             if missing:
-                raise UserError(f"metric '{metric}' needs meta_fields {', '.join(missing)}")
+                raise UserError(
+                    f"metric '{metric}' reads the column(s) {', '.join(missing)} of every row;"
+                    f" add them to meta_fields (from {', '.join(META_FIELDS)}) or text_fields"
+                )
         keys = [key for metric in metrics for key in METRIC_OUTPUTS[metric]]
         check_choice(self.primary_metric, "primary_metric", "metric result", keys)
 

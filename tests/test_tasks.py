@@ -229,7 +229,7 @@ DELETE = object()
         ("template", "copa_choices", "builds choices; it does not fit a classification"),
         ("templates", ["wic_pair"], "no default template"),
         ("meta_fields", ["grp"], "meta_fields names 'grp'"),
-        ("metrics", ["multirc"], "metric 'multirc' needs meta_fields group"),
+        ("metrics", ["multirc"], "metric 'multirc' reads the column.s. group of every row"),
         ("local.format", "spert_json", "must be omitted for format 'spert_json'"),
         ("hub.expand", "nope", "unknown row expansion 'nope'"),
     ],
