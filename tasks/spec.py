@@ -80,10 +80,14 @@ COLUMN_FORMATS: tuple[str, ...] = ("glue_tsv", "superglue_jsonl")
 fixed layout and take no ``columns``."""
 
 HUB_EXPANSIONS: Mapping[str, tuple[str, ...]] = FrozenMap(
-    {"record_entities": ("passage", "query", "entities", "answers", "group")}
+    {
+        "record_entities": ("passage", "query", "entities", "answers", "group"),
+        "spert_spans": ("tokens", "entities"),
+    }
 )
 """Row expansions applied to a Hub split (``hub.expand``) -> the columns they read. For
-``record_entities``, one ReCoRD query row becomes one binary row per candidate entity."""
+``record_entities``, one ReCoRD query row becomes one binary row per candidate entity; for
+``spert_spans``, a sentence's SpERT entity spans become IOB2 tags."""
 
 META_FIELDS: tuple[str, ...] = ("group", "answers")
 """Columns that are neither model input nor label but feed grouped metrics: ``group`` (the

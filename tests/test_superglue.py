@@ -414,3 +414,30 @@ def test_multirc_hub_group_is_the_question_idx(monkeypatch: pytest.MonkeyPatch) 
                      "answer": ["a", "b", "c"], "label": [1, 0, 1],
                      "group": ["0", "0", "1"]}  # fmt: skip
     clear_cache()
+
+
+def _fake_conll04_hub(*args: Any, **kwargs: Any) -> Any:
+    import datasets
+
+    split = datasets.Dataset.from_dict(
+        {
+            "tokens": [["Ann", "Lee", "visited", "Rome"]],
+            "entities": [[{"end": 2, "start": 0, "type": "Peop"}, {"end": 4, "start": 3,
+                          "type": "Loc"}]],
+            "relations": [[]],
+            "orig_id": [7],
+        }
+    )  # fmt: skip
+    return datasets.DatasetDict(train=split, validation=split, test=split)
+
+
+def test_conll04_hub_spans_become_iob2(monkeypatch: pytest.MonkeyPatch) -> None:
+    import datasets
+
+    monkeypatch.setattr(datasets, "load_dataset", _fake_conll04_hub)
+    clear_cache()
+    spec = get_task("conll04")
+    row = load_task_data(spec, None).splits["test"][0]
+    assert row["tokens"] == ["Ann", "Lee", "visited", "Rome"]
+    assert [spec.labels[t] for t in row["tags"]] == ["B-Peop", "I-Peop", "O", "B-Loc"]
+    clear_cache()
