@@ -102,6 +102,23 @@ def test_template_choice_per_run() -> None:
     assert "template" not in TrainConfig().key_dict()  # old run keys stay valid
 
 
+def test_a_template_the_task_lacks_is_refused_at_plan_time(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    suite = tmp_path / "mine.yaml"
+    suite.write_text(
+        "tasks: [wic, cb]\nmethods: [full_finetune]\n"
+        "settings:\n  - {source: test, train: {template: wic_question}}\n"
+    )
+    assert main(["run", "--dry-run", "--suite", str(suite), "--seeds", "1"]) == 2
+    assert "task 'cb' has no template 'wic_question'" in capsys.readouterr().err
+    suite.write_text(
+        "tasks: [wic, cb]\nmethods: [full_finetune]\n"
+        "settings:\n  - {source: test, tasks: [wic], train: {template: wic_question}}\n"
+    )
+    assert main(["run", "--dry-run", "--suite", str(suite), "--seeds", "1"]) == 0
+
+
 def test_tiny_files_load_with_fields_and_groups(tiny_superglue: Path) -> None:
     copa = load_task_data(get_task("copa"), tiny_superglue).splits["train"]
     assert copa.column_names == ["premise", "question", "choice1", "choice2", "label"]
