@@ -240,7 +240,6 @@ class Collator:
         batch["index"] = torch.tensor([f["index"] for f in features], dtype=torch.long)
         return batch
 
-
     def _choices(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         """Multiple choice: inputs ``[B, C, T]`` (every choice padded to the batch's longest),
         ``labels`` ``[B]`` (the right choice's index)."""

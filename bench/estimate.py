@@ -41,8 +41,10 @@ DATASET_SIZES: dict[str, tuple[int, int]] = {
     "rte": (2490, 277),
     "wnli": (635, 71),
     "conll2003": (14041, 6703),
-    # SuperGLUE and CoNLL04: counted in ../shared/data (MultiRC: answer-option rows), except
-    # BoolQ's train size, which is the TFDS super_glue/boolq catalog's (train file Hub-only).
+    # Counted by the local parsers on ../shared/data (rows as trained: MultiRC one per answer
+    # option; COPA per example, each running 2 sequences); BoolQ's train size is the TFDS
+    # super_glue/boolq catalog's 9,427 (its train file is Hub-only). ReCoRD (rows per candidate
+    # entity) and OntoNotes (user-supplied) are not counted here, so their estimate is unknown.
     "boolq": (9427, 3270),
     "cb": (250, 56),
     "copa": (400, 100),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +27,39 @@ _NE_OPEN = re.compile(r"^\(([A-Za-z_]+)\*?\)?$|^\*\)?$")
 WORD_COLUMN, NE_COLUMN = 3, 10
 
 
-def _tag_index(spec: TaskSpec, tag: str, where: str) -> int:
-    if tag not in spec.labels:
+def _tag_index(labels: Sequence[str], task: str, tag: str, where: str) -> int:
+    if tag not in labels:
         raise UserError(
-            f"{where}: tag {tag!r} is not one of the allowed tags {', '.join(spec.labels)}"
-            f" (task '{spec.name}')"
+            f"{where}: tag {tag!r} is not one of the allowed tags {', '.join(labels)}"
+            f" (task '{task}')"
         )
-    return spec.labels.index(tag)
+    return list(labels).index(tag)
+
+
+def span_tags(
+    labels: Sequence[str], task: str, length: int, entities: list[Any], where: str
+) -> list[int]:
+    """IOB2 tag indices of a sentence of ``length`` tokens with SpERT entity spans
+    (``type``, ``start``, ``end`` exclusive); spans outside the sentence or overlapping are
+    a ``UserError`` naming ``where``."""
+    tags = ["O"] * length
+    for entity in entities:
+        kind = entity.get("type") if isinstance(entity, dict) else None
+        start = entity.get("start") if isinstance(entity, dict) else None
+        end = entity.get("end") if isinstance(entity, dict) else None
+        if not isinstance(kind, str) or not all(
+            isinstance(x, int) and not isinstance(x, bool) for x in (start, end)
+        ):
+            raise UserError(f"{where}: entity {entity!r} needs a type and integer start/end")
+        if not 0 <= start < end <= length:
+            raise UserError(
+                f"{where}: entity span [{start}, {end}) of type {kind!r} is outside the"
+                f" sentence of {length} tokens"
+            )
+        if any(tag != "O" for tag in tags[start:end]):
+            raise UserError(f"{where}: entity span [{start}, {end}) overlaps another entity")
+        tags[start:end] = [f"B-{kind}"] + [f"I-{kind}"] * (end - start - 1)
+    return [_tag_index(labels, task, tag, where) for tag in tags]
 
 
 def _array_items(path: Path, text: str) -> list[tuple[str, Any]]:
@@ -73,25 +100,8 @@ def parse_spert_json(spec: TaskSpec, path: Path, text: str) -> Columns:
             raise UserError(f"{where}: 'tokens' must be a non-empty list of non-empty strings")
         if not isinstance(entities, list):
             raise UserError(f"{where}: 'entities' must be a list of {{type, start, end}} spans")
-        tags = ["O"] * len(tokens)
-        for entity in entities:
-            kind = entity.get("type") if isinstance(entity, dict) else None
-            start = entity.get("start") if isinstance(entity, dict) else None
-            end = entity.get("end") if isinstance(entity, dict) else None
-            if not isinstance(kind, str) or not all(
-                isinstance(x, int) and not isinstance(x, bool) for x in (start, end)
-            ):
-                raise UserError(f"{where}: entity {entity!r} needs a type and integer start/end")
-            if not 0 <= start < end <= len(tokens):
-                raise UserError(
-                    f"{where}: entity span [{start}, {end}) of type {kind!r} is outside the"
-                    f" sentence of {len(tokens)} tokens"
-                )
-            if any(tag != "O" for tag in tags[start:end]):
-                raise UserError(f"{where}: entity span [{start}, {end}) overlaps another entity")
-            tags[start:end] = [f"B-{kind}"] + [f"I-{kind}"] * (end - start - 1)
         columns["tokens"].append(list(tokens))
-        columns["tags"].append([_tag_index(spec, tag, where) for tag in tags])
+        columns["tags"].append(span_tags(spec.labels, spec.name, len(tokens), entities, where))
     if not columns["tokens"]:
         raise UserError(f"{path} has no sentences (task '{spec.name}')")
     return columns
@@ -148,7 +158,7 @@ def parse_conll2012(spec: TaskSpec, path: Path, text: str) -> Columns:
         if cell.endswith(")"):
             open_type = None
         tokens.append(parts[WORD_COLUMN])
-        tags.append(_tag_index(spec, tag, where))
+        tags.append(_tag_index(spec.labels, spec.name, tag, where))
     close(last)
     if not columns["tokens"]:
         raise UserError(f"{path} has no sentences (task '{spec.name}')")

@@ -33,6 +33,7 @@ from .checks import (
     check_subset,
     type_name,
 )
+from .grouped_metrics import GROUPED_NEEDS
 
 
 class TaskKind(str, enum.Enum):
@@ -79,10 +80,14 @@ COLUMN_FORMATS: tuple[str, ...] = ("glue_tsv", "superglue_jsonl")
 fixed layout and take no ``columns``."""
 
 HUB_EXPANSIONS: Mapping[str, tuple[str, ...]] = FrozenMap(
-    {"record_entities": ("passage", "query", "entities", "answers", "group")}
+    {
+        "record_entities": ("passage", "query", "entities", "answers", "group"),
+        "spert_spans": ("tokens", "entities"),
+    }
 )
 """Row expansions applied to a Hub split (``hub.expand``) -> the columns they read. For
-``record_entities``, one ReCoRD query row becomes one binary row per candidate entity."""
+``record_entities``, one ReCoRD query row becomes one binary row per candidate entity; for
+``spert_spans``, a sentence's SpERT entity spans become IOB2 tags."""
 
 META_FIELDS: tuple[str, ...] = ("group", "answers")
 """Columns that are neither model input nor label but feed grouped metrics: ``group`` (the
@@ -373,6 +378,11 @@ class TaskSpec:
     def _validate_fields(self) -> None:
         fields = check_str_tuple(self.text_fields, "text_fields")
         object.__setattr__(self, "text_fields", fields)
+        meta = check_str_tuple(self.meta_fields, "meta_fields", allow_empty=True)
+        object.__setattr__(self, "meta_fields", meta)
+        check_subset(meta, "meta_fields", META_FIELDS, "the meta field list")
+        if set(meta) & set(fields):
+            raise UserError(f"meta_fields {list(meta)} overlap text_fields {list(fields)}")
         if self.kind is TaskKind.TOKEN_CLASSIFICATION:
             if fields != ("tokens",):
                 raise UserError(
@@ -382,11 +392,6 @@ class TaskSpec:
         for name in fields:
             if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name) or name == "label":
                 raise UserError(f"text field {name!r} must be an identifier other than 'label'")
-        meta = check_str_tuple(self.meta_fields, "meta_fields", allow_empty=True)
-        object.__setattr__(self, "meta_fields", meta)
-        check_subset(meta, "meta_fields", META_FIELDS, "the meta field list")
-        if set(meta) & set(fields):
-            raise UserError(f"meta_fields {list(meta)} overlap text_fields {list(fields)}")
 
     def _validate_labels(self) -> None:
         labels = check_str_tuple(self.labels, "labels", allow_empty=True)
@@ -436,13 +441,15 @@ class TaskSpec:
                     f"metric '{binary}' scores binary rows and needs exactly 2 labels,"
                     f" got {len(self.labels)}"
                 )
-        needs = {"multirc": ("group",), "record": ("group", "answers")}
-        for metric, fields in needs.items():
-            missing = [
-                name for name in fields if metric in metrics and name not in self.meta_fields
-            ]
+        present = (*self.text_fields, *self.meta_fields)
+        for metric in metrics:
+            reads = [name for name in GROUPED_NEEDS.get(metric, ()) if name != "score"]
+            missing = [name for name in reads if name not in present]
             if missing:
-                raise UserError(f"metric '{metric}' needs meta_fields {', '.join(missing)}")
+                raise UserError(
+                    f"metric '{metric}' reads the column(s) {', '.join(missing)} of every row;"
+                    f" add them to meta_fields (from {', '.join(META_FIELDS)}) or text_fields"
+                )
         keys = [key for metric in metrics for key in METRIC_OUTPUTS[metric]]
         check_choice(self.primary_metric, "primary_metric", "metric result", keys)
 

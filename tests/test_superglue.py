@@ -102,6 +102,23 @@ def test_template_choice_per_run() -> None:
     assert "template" not in TrainConfig().key_dict()  # old run keys stay valid
 
 
+def test_a_template_the_task_lacks_is_refused_at_plan_time(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    suite = tmp_path / "mine.yaml"
+    suite.write_text(
+        "tasks: [wic, cb]\nmethods: [full_finetune]\n"
+        "settings:\n  - {source: test, train: {template: wic_question}}\n"
+    )
+    assert main(["run", "--dry-run", "--suite", str(suite), "--seeds", "1"]) == 2
+    assert "task 'cb' has no template 'wic_question'" in capsys.readouterr().err
+    suite.write_text(
+        "tasks: [wic, cb]\nmethods: [full_finetune]\n"
+        "settings:\n  - {source: test, tasks: [wic], train: {template: wic_question}}\n"
+    )
+    assert main(["run", "--dry-run", "--suite", str(suite), "--seeds", "1"]) == 0
+
+
 def test_tiny_files_load_with_fields_and_groups(tiny_superglue: Path) -> None:
     copa = load_task_data(get_task("copa"), tiny_superglue).splits["train"]
     assert copa.column_names == ["premise", "question", "choice1", "choice2", "label"]
@@ -170,6 +187,30 @@ def test_ontonotes_brackets_become_iob2(tmp_path: Path) -> None:
     clear_cache()
     with pytest.raises(UserError, match=r"train.conll:5: entity \(GPE opens inside \(PERSON"):
         load_task_data(spec, tmp_path)
+
+
+@pytest.mark.parametrize("name", ["boolq", "copa", "superglue_rte", "wic", "wsc"])
+def test_accuracy_tasks_by_hand(name: str) -> None:
+    assert compute_metrics(get_task(name), [0, 1, 1, 0], [0, 1, 0, 0]) == {"accuracy": 0.75}
+
+
+def test_bad_labels_and_copa_questions_name_file_and_line(tmp_path: Path) -> None:
+    write_tiny_superglue(tmp_path)
+    cb = tmp_path / "superglue" / "CB" / "val.jsonl"
+    lines = cb.read_text(encoding="utf-8").splitlines()
+    lines[4] = lines[4].replace('"label": "', '"label": "maybe-')
+    cb.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    clear_cache()
+    with pytest.raises(UserError, match=rf"{cb}:5: label 'maybe-\w+' is not one of"):
+        load_task_data(get_task("cb"), tmp_path)
+    copa = tmp_path / "superglue" / "COPA" / "train.jsonl"
+    lines = copa.read_text(encoding="utf-8").splitlines()
+    lines[1] = lines[1].replace('"question": "effect"', '"question": "reason"')
+    lines[1] = lines[1].replace('"question": "cause"', '"question": "reason"')
+    copa.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(UserError, match=rf"{copa}:2: COPA question must be 'cause' or 'effect'"):
+        load_task_data(get_task("copa"), tmp_path)
+    clear_cache()
 
 
 def test_cb_macro_f1_by_hand() -> None:
@@ -351,3 +392,69 @@ def test_bad_input_is_file_line_exit_2_nothing_run(
     assert code == 2
     assert where in err and message in err
     assert not out.exists() or not list(out.rglob("*.json"))
+
+
+def _fake_multirc_hub(*args: Any, **kwargs: Any) -> Any:
+    import datasets
+
+    features = datasets.Features(
+        {
+            "paragraph": datasets.Value("string"),
+            "question": datasets.Value("string"),
+            "answer": datasets.Value("string"),
+            "idx": {
+                "paragraph": datasets.Value("int32"),
+                "question": datasets.Value("int32"),
+                "answer": datasets.Value("int32"),
+            },
+            "label": datasets.ClassLabel(names=["False", "True"]),
+        }
+    )
+    rows = {
+        "paragraph": ["P"] * 3,
+        "question": ["Q1", "Q1", "Q2"],
+        "answer": ["a", "b", "c"],
+        "idx": [{"paragraph": 0, "question": q, "answer": a} for q, a in ((0, 0), (0, 1), (1, 0))],
+        "label": [1, 0, 1],
+    }
+    split = datasets.Dataset.from_dict(rows, features=features)
+    return datasets.DatasetDict(train=split, validation=split)
+
+
+def test_multirc_hub_group_is_the_question_idx(monkeypatch: pytest.MonkeyPatch) -> None:
+    import datasets
+
+    monkeypatch.setattr(datasets, "load_dataset", _fake_multirc_hub)
+    clear_cache()
+    train = load_task_data(get_task("multirc"), None).splits["train"].to_dict()
+    assert train == {"paragraph": ["P"] * 3, "question": ["Q1", "Q1", "Q2"],
+                     "answer": ["a", "b", "c"], "label": [1, 0, 1],
+                     "group": ["0", "0", "1"]}  # fmt: skip
+    clear_cache()
+
+
+def _fake_conll04_hub(*args: Any, **kwargs: Any) -> Any:
+    import datasets
+
+    split = datasets.Dataset.from_dict(
+        {
+            "tokens": [["Ann", "Lee", "visited", "Rome"]],
+            "entities": [[{"end": 2, "start": 0, "type": "Peop"}, {"end": 4, "start": 3,
+                          "type": "Loc"}]],
+            "relations": [[]],
+            "orig_id": [7],
+        }
+    )  # fmt: skip
+    return datasets.DatasetDict(train=split, validation=split, test=split)
+
+
+def test_conll04_hub_spans_become_iob2(monkeypatch: pytest.MonkeyPatch) -> None:
+    import datasets
+
+    monkeypatch.setattr(datasets, "load_dataset", _fake_conll04_hub)
+    clear_cache()
+    spec = get_task("conll04")
+    row = load_task_data(spec, None).splits["test"][0]
+    assert row["tokens"] == ["Ann", "Lee", "visited", "Rome"]
+    assert [spec.labels[t] for t in row["tags"]] == ["B-Peop", "I-Peop", "O", "B-Loc"]
+    clear_cache()
