@@ -423,12 +423,19 @@ def command_perf(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hours(estimates: list, field: str) -> str:
+    """Sum of the estimates' ``field`` (seconds) in hours, "?" when any is unknown."""
+    values = [getattr(e, field) for e in estimates]
+    return "?" if any(v is None for v in values) else f"{sum(values) / 3600:.1f}"
+
+
 def command_run(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
     from bench import records
     from bench.executors import ExecutorConfig
-    from bench.runner import PlanRequest, build_plan, parse_seeds, preflight
+    from bench.runner import PlanRequest, build_sweep, parse_seeds, preflight
+    from bench.search import describe_searches, waiting_final_keys, write_cells
     from bench.suites import get_suite
     from bench.sweep import describe_counts, run_sweep, select_runs
     from bench.worker import WorkerOptions
@@ -480,19 +487,26 @@ def command_run(args: argparse.Namespace) -> int:
         train=train,
         method_overrides={**args.method_args, **({"lr": args.lr} if args.lr is not None else {})},
         suite=suite,
+        explicit_seeds=args.seeds is not None,
     )
-    plan = build_plan(request)
+    sweep = build_sweep(request)
     output = Path(args.output)
+    stage_one = sweep.stage_one()
+    finals = [r for r in sweep.finals(output) if r.key not in {s.key for s in stage_one}]
+    plan = stage_one + finals
     selection = select_runs(plan, output, args.rerun_failed, args.force, args.save_delta)
     if args.dry_run:
-        from bench.estimate import ASSUMPTION, estimate_plan
+        from bench.estimate import ASSUMPTION, CPU_ASSUMPTION, estimate_plan
 
         chosen = {run.key for run in selection.to_run}
         estimates = estimate_plan(plan)
+        searched = {r.key for r in sweep.search_runs}
+        final_keys = {r.key for r in finals}
         rows = [
             (
                 i + 1,
                 r.key,
+                "search" if r.key in searched else "final" if r.key in final_keys else "run",
                 r.task,
                 r.method,
                 r.seed,
@@ -500,11 +514,15 @@ def command_run(args: argparse.Namespace) -> int:
                 selection.statuses[r.key],
                 "run" if r.key in chosen else "skip",
                 "?" if e.gpu_seconds is None else f"{e.gpu_seconds / 60:.1f}",
+                "?" if e.cpu_seconds is None else f"{e.cpu_seconds / 60:.1f}",
             )
             for i, (r, e) in enumerate(zip(plan, estimates, strict=True))
         ]
-        headers = ["#", "key", "task", "method", "seed", "backbone", "status", "action", "GPU-min"]
-        print(tabulate(rows, headers=headers))
+        headers = ["#", "key", "stage", "task", "method", "seed", "backbone", "status", "action"]
+        print(tabulate(rows, headers=[*headers, "GPU-min", "CPU-min"]))
+        waiting = describe_searches(sweep.states(output))
+        if waiting:
+            print("\n" + waiting)
         print(f"\n{describe_counts(selection, len(plan))}; records go to {output}/runs/")
         todo = [e.gpu_seconds for r, e in zip(plan, estimates, strict=True) if r.key in chosen]
         known = [s for s in todo if s is not None]
@@ -515,6 +533,25 @@ def command_run(args: argparse.Namespace) -> int:
             f"estimated GPU time of the runs to do: {sum(known) / 3600:.1f} GPU-hours{unknown}"
             f" [rough: {ASSUMPTION}]"
         )
+        cpu = [e.cpu_seconds for r, e in zip(plan, estimates, strict=True) if r.key in chosen]
+        cpu_known = [s for s in cpu if s is not None]
+        if cpu_known:
+            print(
+                f"estimated CPU time of the runs to do: {sum(cpu_known) / 3600:.1f} CPU-hours "
+                f"({len(cpu_known)} runs) [rough: {CPU_ASSUMPTION}]"
+            )
+        later = [
+            sweep.final_runs[key]
+            for state in sweep.states(output)
+            if not state.complete
+            for key in waiting_final_keys(state.cell)
+        ]
+        if later:
+            print(
+                f"still to plan after the searches: {len(later)} final runs, about "
+                f"{_hours(estimate_plan(later), 'gpu_seconds')} GPU-hours / "
+                f"{_hours(estimate_plan(later), 'cpu_seconds')} CPU-hours"
+            )
         return 0
 
     preflight(selection.to_run)
@@ -527,15 +564,28 @@ def command_run(args: argparse.Namespace) -> int:
         checkpoints=args.checkpoints,
         timeout_s=args.timeout_min * 60 if args.timeout_min else None,
     )
-    results = run_sweep(
-        plan,
-        output,
-        executor,
-        options,
-        rerun_failed=args.rerun_failed,
-        force=args.force,
-        progress=not args.no_progress,
-    )
+    write_cells(output, sweep.cells)
+
+    def sweep_of(runs: list) -> list:
+        return run_sweep(
+            runs,
+            output,
+            executor,
+            options,
+            rerun_failed=args.rerun_failed,
+            force=args.force,
+            progress=not args.no_progress,
+        )
+
+    results = sweep_of(stage_one)
+    if sweep.cells:  # stage two: the winners of complete searches, with their final seeds
+        done = {r.key for r in stage_one}
+        finals = [r for r in sweep.finals(output) if r.key not in done]
+        print(describe_searches(sweep.states(output)), file=sys.stderr)
+        if finals:
+            preflight(finals)
+            results += sweep_of(finals)
+        plan = stage_one + finals
     rows = []
     for record in results:
         primary = record.get("primary") or {}
