@@ -143,6 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--max-length", type=_positive_int, help="max tokens (task default)")
     run.add_argument(
+        "--protocol",
+        choices=["carved", "validation", "official-dev"],
+        help="model-selection protocol (default: the task's: validation where validation and "
+        "test labels are public, as CoNLL-2003; else a split carved from train). official-dev "
+        "selects on the reported dev split: paper reproduction only, marked in every table",
+    )
+    run.add_argument(
         "--eval-every",
         type=_positive_int,
         help="evaluate on the selection split every N steps (default: per epoch)",
@@ -456,6 +463,7 @@ def command_run(args: argparse.Namespace) -> int:
         "eval_every",
         "activation_checkpointing",
         "compile",
+        "protocol",
     ):
         if getattr(args, key) is not None:
             train[key] = getattr(args, key)
