@@ -382,11 +382,14 @@ def test_report_of_a_search_writes_the_page_heatmap_and_budget_column(
 
 
 def test_sigkill_in_the_final_stage_then_resume_repeats_and_loses_nothing(
-    tiny_bert_dir, tiny_data_dir, tmp_path
+    tiny_bert_dir, tiny_data_dir, tmp_path, capsys
 ) -> None:
-    suite = _suite_file(
-        tmp_path, {**TWO_POINT, "search": [{**TWO_POINT["search"][0], "final_seeds": 3}]}
-    )
+    data = {
+        **TWO_POINT,
+        "train": {"epochs": 1, "batch_size": 8, "max_length": 16},
+        "search": [{**TWO_POINT["search"][0], "final_seeds": 3}],
+    }
+    suite = _suite_file(tmp_path, data)
     out = tmp_path / "out"
     args = [sys.executable, "-m", "bench", *_run_args(suite, tiny_bert_dir, tiny_data_dir, out)]
     fault = [{"fault": "sigkill", "seed": 42, "step": 2}]  # seed 42 runs only in the final stage
@@ -397,11 +400,81 @@ def test_sigkill_in_the_final_stage_then_resume_repeats_and_loses_nothing(
         e["key"]: records.read_record(out, e["key"])["started_at"] for e in records.read_index(out)
     }
     assert len(before) == 3  # 2 search runs and the final run of seed 21
-    env.pop("PEFT_BENCH_FAULTS")
-    resumed = subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr
-    assert "2 runs planned, 2 already done; 0 to run" in resumed.stderr  # the search stage
+    assert main(args[3:]) == 0  # resumed in this process (the fault variable is not set here)
+    err = capsys.readouterr().err
+    assert "2 runs planned, 2 already done; 0 to run" in err  # the search stage
+    assert "2 runs planned, 1 already done; 1 to run" in err  # final stage: 21 done, 42 not
     entries = records.read_index(out)
     assert len(entries) == 4 and all(e["status"] == "ok" for e in entries)
     for key, started in before.items():
         assert records.read_record(out, key)["started_at"] == started  # not re-executed
+
+
+def test_slurm_no_wait_submits_the_search_then_the_final_stage_later(
+    tiny_bert_dir, tiny_data_dir, tmp_path, monkeypatch, capsys
+) -> None:
+    pytest.importorskip("submitit")
+    from test_runner import FAKE_SBATCH
+
+    from bench.runner import run_serial
+
+    bin_dir, spool = tmp_path / "bin", tmp_path / "spool"
+    bin_dir.mkdir()
+    spool.mkdir()
+    (bin_dir / "sbatch").write_text(FAKE_SBATCH.format(spool=spool))
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")
+    for tool in ("sbatch", "srun"):
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    data = {**TWO_POINT, "train": {"epochs": 1, "batch_size": 16, "max_length": 16}}
+    out = tmp_path / "out"
+    args = _run_args(_suite_file(tmp_path, data), tiny_bert_dir, tiny_data_dir, out)
+    args[args.index("serial")] = "slurm"
+    args += ["--no-wait", "--gpus-per-run", "0"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert "submitted Slurm array 4242 (2 runs)" in captured.out  # the search stage only
+    assert "waiting: 1 final run(s)" in captured.err and "run the same command" in captured.err
+
+    # The array's elements finish (run here), then the same command submits the final stage.
+    from bench.runner import PlanRequest, build_sweep
+
+    sweep = build_sweep(
+        PlanRequest(
+            tasks=["sst2"],
+            methods=["full_finetune"],
+            seeds=[13],
+            backbones=[str(tiny_bert_dir)],
+            data_dir=str(tiny_data_dir),
+            suite=parse_suite(data, "inline"),
+        )
+    )
+    monkeypatch.setattr("bench.executors.slurm.still_queued", lambda output, keys: {})
+    run_serial(sweep.search_runs, out)
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert "submitted Slurm array 4242 (1 runs)" in captured.out, captured
+    assert "winner" in captured.err
+
+
+@pytest.fixture
+def ray_cpus():
+    """A local Ray with 2 CPUs and no GPU, shut down afterwards."""
+    ray = pytest.importorskip("ray")
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def test_both_stages_run_on_ray(ray_cpus, tiny_bert_dir, tiny_data_dir, tmp_path) -> None:
+    data = {**TWO_POINT, "train": {"epochs": 1, "batch_size": 16, "max_length": 16}}
+    out = tmp_path / "out"
+    args = _run_args(_suite_file(tmp_path, data), tiny_bert_dir, tiny_data_dir, out)
+    args[args.index("serial")] = "ray"
+    assert main([*args, "--gpus-per-run", "0", "--device", "cpu"]) == 0
+    entries = records.read_index(out)
+    assert len(entries) == 3  # 2 search runs, then the winner's seed 21
+    placements = {records.read_record(out, e["key"])["placement"]["executor"] for e in entries}
+    assert placements == {"ray"}
+    assert sorted(e["seed"] for e in entries) == [13, 13, 21]
