@@ -361,13 +361,35 @@ def selected_keys(output: Path, read: Callable[[str], dict[str, Any] | None]) ->
     """(keys that belong to searches, keys of the winners' final runs) under ``output``; a
     table shows a search's runs only when they are a winner's final runs."""
     in_search: set[str] = set()
-    selected: set[str] = set()
     for cell in load_cells(output):
-        state = cell_state(cell, read)
-        in_search |= state.search_keys
+        in_search |= {k for p in cell["points"] for k in p["search_keys"].values()}
         in_search |= {k for p in cell["points"] for k in p["final_keys"].values()}
-        selected |= set(state.final_keys.values())
+    selected: set[str] = set()
+    for cell in latest_cells(output, read):
+        selected |= set(cell_state(cell, read).final_keys.values())
     return in_search, selected
+
+
+def latest_cells(
+    output: Path, read: Callable[[str], dict[str, Any] | None]
+) -> list[dict[str, Any]]:
+    """One search record per (backbone, task, method, protocol): when a cell was searched more
+    than once (another grid or budget), the one whose runs finished last (then the larger id)."""
+
+    def last(cell: dict[str, Any]) -> tuple[str, str]:
+        stamps = [
+            str((read(k) or {}).get("finished_at") or "")
+            for p in cell["points"]
+            for k in p["search_keys"].values()
+        ]
+        return max(stamps, default=""), str(cell["id"])
+
+    latest: dict[tuple, dict[str, Any]] = {}
+    for cell in load_cells(output):
+        name = (cell["backbone"], cell["task"], cell["method"], cell.get("protocol", "carved"))
+        if name not in latest or last(cell) > last(latest[name]):
+            latest[name] = cell
+    return [latest[name] for name in sorted(latest)]
 
 
 def write_cells(output: Path, cells: Sequence[dict[str, Any]]) -> None:

@@ -478,3 +478,53 @@ def test_both_stages_run_on_ray(ray_cpus, tiny_bert_dir, tiny_data_dir, tmp_path
     placements = {records.read_record(out, e["key"])["placement"]["executor"] for e in entries}
     assert placements == {"ray"}
     assert sorted(e["seed"] for e in entries) == [13, 13, 21]
+
+
+def _fake_cell(cid: str, lrs: list[float], keys: list[str], finals: dict[str, str]) -> dict:
+    points = [
+        {
+            "index": i,
+            "values": {"lr": lr},
+            "search_keys": {"13": key},
+            "final_keys": {"13": key, "21": finals[key]},
+        }
+        for i, (lr, key) in enumerate(zip(lrs, keys, strict=True))
+    ]
+    return {
+        "id": cid,
+        "backbone": "b",
+        "backbone_identity": "x",
+        "task": "sst2",
+        "method": "full_finetune",
+        "protocol": "carved",
+        "metric": "accuracy",
+        "grid": {"lr": lrs},
+        "searched_grid": {"lr": lrs},
+        "grid_points": len(lrs),
+        "chosen": list(range(len(lrs))),
+        "search_seeds": [13],
+        "final_seeds": [13, 21],
+        "points": points,
+    }
+
+
+def test_a_researched_cell_counts_once_with_its_latest_search(tmp_path) -> None:
+    scores = {"a1": 0.6, "a2": 0.7, "b1": 0.9, "b2": 0.5}
+    finals = {k: f"{k}f" for k in scores}
+    for key, score in [*scores.items(), *((f, 0.8) for f in finals.values())]:
+        seed = 21 if key.endswith("f") else 13
+        stamp = "2026-01-02" if key.startswith("b") else "2026-01-01"
+        record = {"key": key, "status": "ok", "task": "sst2", "method": "full_finetune"}
+        record |= {"seed": seed, "backbone": "b", "best": {"score": score}, "finished_at": stamp}
+        records.atomic_write_json(records.record_path(tmp_path, key), record)
+    old = _fake_cell("old", [1e-4, 1e-3], ["a1", "a2"], finals)
+    new = _fake_cell("new", [1e-5, 1e-4], ["b1", "b2"], finals)
+    from bench.search import write_cells
+
+    write_cells(tmp_path, [old, new])
+    collection = collect.load_records(tmp_path)
+    assert {r["key"] for r in collection.records} == {"b1", "b1f"}  # the newer search's winner
+    assert set(collection.set_aside) == {"a1", "a2", "a1f", "a2f", "b2", "b2f"}
+    (state,) = searches.summarize(tmp_path).states
+    assert state.cell["id"] == "new" and state.winner.point == {"lr": 1e-5}
+    assert state.edge == ["lr=min"]

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from bench import records
 from bench.report import render
-from bench.search import CellState, cell_state, load_cells
+from bench.search import CellState, cell_state, latest_cells
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -58,12 +58,7 @@ def summarize(results: Path) -> SearchSummary:
     def read(key: str) -> dict[str, Any] | None:
         return records.read_record(Path(results), key)
 
-    latest: dict[tuple, dict[str, Any]] = {}
-    for cell in load_cells(Path(results)):
-        name = (cell["backbone"], cell["task"], cell["method"], cell.get("protocol", "carved"))
-        if name not in latest or _newer(cell, latest[name], read):
-            latest[name] = cell
-    states = tuple(cell_state(latest[name], read) for name in sorted(latest))
+    states = tuple(cell_state(cell, read) for cell in latest_cells(Path(results), read))
     budgets: dict[tuple[str, str], tuple[int, float]] = {}
     for state in states:
         keys = state.search_keys
@@ -74,20 +69,6 @@ def summarize(results: Path) -> SearchSummary:
         before = budgets.get(name, (0, 0.0))
         budgets[name] = (before[0] + runs, before[1] + seconds / 3600)
     return SearchSummary(states=states, budgets=budgets)
-
-
-def _newer(cell: dict[str, Any], other: dict[str, Any], read: Any) -> bool:
-    """Whether ``cell``'s search ran after ``other``'s (its latest finished run is later)."""
-
-    def last(c: dict[str, Any]) -> str:
-        stamps = [
-            str((read(k) or {}).get("finished_at") or "")
-            for p in c["points"]
-            for k in p["search_keys"].values()
-        ]
-        return max(stamps, default="")
-
-    return (last(cell), cell["id"]) > (last(other), other["id"])
 
 
 def budget_label(summary: SearchSummary, backbone: str, method: str) -> str:
