@@ -1,8 +1,9 @@
 """Planning: methods × tasks × seeds × backbones → one resolved RunSpec per run.
 
 Each run's configuration is layered: method defaults, then the suite's settings that match its
-(task, method) in file order, then command-line flags. Execution lives in :mod:`bench.sweep`
-(driver), :mod:`bench.executors` and :mod:`bench.worker`.
+(task, method) in file order, then the grid point of a search (:func:`build_sweep`), then
+command-line flags; its selection protocol is resolved per task (:mod:`bench.protocols`).
+Execution lives in :mod:`bench.sweep` (driver), :mod:`bench.executors` and :mod:`bench.worker`.
 """
 
 from __future__ import annotations
