@@ -448,9 +448,9 @@ def command_run(args: argparse.Namespace) -> int:
     from bench import records
     from bench.executors import ExecutorConfig
     from bench.runner import PlanRequest, build_sweep, parse_seeds, preflight
-    from bench.search import describe_searches, waiting_final_keys, write_cells
+    from bench.search import describe_searches, waiting_final_keys
     from bench.suites import get_suite
-    from bench.sweep import describe_counts, run_sweep, select_runs
+    from bench.sweep import describe_counts, run_stages, select_runs
     from bench.worker import WorkerOptions
     from methods import method_names
 
@@ -578,28 +578,15 @@ def command_run(args: argparse.Namespace) -> int:
         checkpoints=args.checkpoints,
         timeout_s=args.timeout_min * 60 if args.timeout_min else None,
     )
-    write_cells(output, sweep.cells)
-
-    def sweep_of(runs: list) -> list:
-        return run_sweep(
-            runs,
-            output,
-            executor,
-            options,
-            rerun_failed=args.rerun_failed,
-            force=args.force,
-            progress=not args.no_progress,
-        )
-
-    results = sweep_of(stage_one)
-    if sweep.cells:  # stage two: the winners of complete searches, with their final seeds
-        done = {r.key for r in stage_one}
-        finals = [r for r in sweep.finals(output) if r.key not in done]
-        print(describe_searches(sweep.states(output)), file=sys.stderr)
-        if finals:
-            preflight(finals)
-            results += sweep_of(finals)
-        plan = stage_one + finals
+    results, plan = run_stages(
+        sweep,
+        output,
+        executor,
+        options,
+        rerun_failed=args.rerun_failed,
+        force=args.force,
+        progress=not args.no_progress,
+    )
     rows = []
     for record in results:
         primary = record.get("primary") or {}
