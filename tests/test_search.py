@@ -378,7 +378,8 @@ def test_report_of_a_search_writes_the_page_heatmap_and_budget_column(
     assert (report / "figures" / "search" / f"{cell['id']}.png").is_file()
     params_md = (report / "tables" / "params.md").read_text()
     assert "tuning budget" in params_md and "3 runs" in params_md
-    assert "search.md" in (report / "README.md").read_text()
+    index = (report / "README.md").read_text()
+    assert "search.md" in index and "2 search run(s) that are no winner's final run" in index
 
 
 def test_sigkill_in_the_final_stage_then_resume_repeats_and_loses_nothing(

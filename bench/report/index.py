@@ -131,6 +131,11 @@ def _run_counts(collection: collect.Collection, frame: pd.DataFrame) -> str:
     superseded = frame.attrs.get("superseded", [])
     if superseded:
         text += f"; {len(superseded)} duplicate(s) set aside (listed at the end)"
+    if collection.set_aside:
+        text += (
+            f"; {len(collection.set_aside)} search run(s) that are no winner's final run left "
+            "out of the tables (search.md)"
+        )
     return text + "."
 
 
