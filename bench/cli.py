@@ -439,7 +439,9 @@ def command_perf(args: argparse.Namespace) -> int:
 def _hours(estimates: list, field: str) -> str:
     """Sum of the estimates' ``field`` (seconds) in hours, "?" when any is unknown."""
     values = [getattr(e, field) for e in estimates]
-    return "?" if any(v is None for v in values) else f"{sum(values) / 3600:.1f}"
+    if any(v is None for v in values):
+        return "?"
+    return f"{sum(values) / 3600:.2f}" if sum(values) < 360 else f"{sum(values) / 3600:.1f}"
 
 
 def command_run(args: argparse.Namespace) -> int:
@@ -552,7 +554,8 @@ def command_run(args: argparse.Namespace) -> int:
         if cpu_known:
             print(
                 f"estimated CPU time of the runs to do: {sum(cpu_known) / 3600:.1f} CPU-hours "
-                f"({len(cpu_known)} runs) [rough: {CPU_ASSUMPTION}]"
+                f"= {sum(cpu_known) / 60:.1f} CPU-min ({len(cpu_known)} runs) "
+                f"[rough: {CPU_ASSUMPTION}]"
             )
         later = [
             sweep.final_runs[key]
@@ -564,7 +567,7 @@ def command_run(args: argparse.Namespace) -> int:
             print(
                 f"still to plan after the searches: {len(later)} final runs, about "
                 f"{_hours(estimate_plan(later), 'gpu_seconds')} GPU-hours / "
-                f"{_hours(estimate_plan(later), 'cpu_seconds')} CPU-hours"
+                f"{_hours(estimate_plan(later), 'cpu_seconds')} CPU-hours (same assumptions)"
             )
         return 0
 
