@@ -332,6 +332,7 @@ class CellState:
     complete: bool
     winner: PointScore | None
     edge: list[str]
+    ties: int = 0  # points whose mean equals the winner's (1: the winner is strictly best)
 
     @property
     def final_keys(self) -> dict[str, str]:
@@ -352,9 +353,13 @@ def cell_state(cell: dict[str, Any], read: Callable[[str], dict[str, Any] | None
     points = score_points(cell, read)
     complete = bool(points) and all(p.complete for p in points)
     winner = choose_winner(points) if complete else None
+    ties = sum(p.mean == winner.mean for p in points) if winner else 0
     searched = {k: tuple(v) for k, v in cell["searched_grid"].items()}
-    edge = edge_keys(searched, winner.point) if winner else []
-    return CellState(cell=cell, points=points, complete=complete, winner=winner, edge=edge)
+    # A winner by tie-break says nothing about where the optimum lies: no edge flag then.
+    edge = edge_keys(searched, winner.point) if winner and ties == 1 else []
+    return CellState(
+        cell=cell, points=points, complete=complete, winner=winner, edge=edge, ties=ties
+    )
 
 
 def selected_keys(output: Path, read: Callable[[str], dict[str, Any] | None]) -> tuple[set, set]:
@@ -411,6 +416,8 @@ def describe_searches(states: Sequence[CellState]) -> str:
         size = f"{len(state.points)} of {cell['grid_points']} grid points"
         if state.winner is not None:
             edge = f"; on the grid's edge: {', '.join(state.edge)}" if state.edge else ""
+            if state.ties > 1:
+                edge += f"; {state.ties} points tie, the first in grid order won"
             lines.append(
                 f"search {name}: {size} done, winner {state.winner.point} "
                 f"(mean selection {cell['metric']} {state.winner.mean:.4f}){edge}; final seeds "

@@ -529,3 +529,19 @@ def test_a_researched_cell_counts_once_with_its_latest_search(tmp_path) -> None:
     (state,) = searches.summarize(tmp_path).states
     assert state.cell["id"] == "new" and state.winner.point == {"lr": 1e-5}
     assert state.edge == ["lr=min"]
+
+
+def test_a_tie_is_reported_and_raises_no_edge_flag() -> None:
+    from bench.search import cell_state
+
+    keys = ["t1", "t2", "t3"]
+    cell = _fake_cell("tie", [1e-4, 1e-3, 1e-2], keys, {k: f"{k}f" for k in keys})
+    found = {k: {"status": "ok", "best": {"score": 0.55}} for k in keys}
+    state = cell_state(cell, found.get)
+    assert state.winner.index == 0 and state.ties == 3 and state.edge == []
+    assert "Tie: 3 points share the best mean" in searches.cell_markdown(state)
+    found["t1"] = {"status": "ok", "best": {"score": 0.6}}
+    state = cell_state(cell, found.get)
+    assert state.ties == 1 and state.edge == ["lr=min"]
+    found["t3"] = {"status": "failed"}
+    assert not cell_state(cell, found.get).complete  # a failed run can be rerun: still waiting

@@ -122,6 +122,11 @@ def cell_markdown(state: CellState) -> str:
             f"- Winner: {_point_text(state.winner.point)} (mean selection {metric} "
             f"{_points(state.winner.mean)}), run with final seeds {cell['final_seeds']}."
         )
+        if state.ties > 1:
+            lines.append(
+                f"- Tie: {state.ties} points share the best mean; the first in grid order won "
+                "(no edge flag: a tie says nothing about where the optimum lies)."
+            )
     elif state.complete:
         lines.append("- No winner: no grid point has a finite selection score.")
     else:
