@@ -545,3 +545,31 @@ def test_a_tie_is_reported_and_raises_no_edge_flag() -> None:
     assert state.ties == 1 and state.edge == ["lr=min"]
     found["t3"] = {"status": "failed"}
     assert not cell_state(cell, found.get).complete  # a failed run can be rerun: still waiting
+
+
+def test_official_dev_runs_are_labelled_and_never_share_a_cell() -> None:
+    def record(key: str, protocol: str | None, seed: int) -> dict:
+        train = {"epochs": 1} | ({"protocol": protocol} if protocol else {})
+        config = {"method_config": {"lr": 1e-2}, "train": train}
+        text = "official-dev: the reported dev split" if protocol else "carved from train"
+        return {
+            "key": key,
+            "status": "ok",
+            "task": "rte",
+            "method": "p_tuning_v2",
+            "seed": seed,
+            "backbone": "b",
+            "config": config,
+            "protocol": {"selection_split": text, "report_splits": ["validation"]},
+            "metrics": {"validation": {"accuracy": 0.6}},
+        }
+
+    alone = collect.run_frame([record("a", "official-dev", 1)])
+    assert list(alone["row"]) == ["p_tuning_v2 [official-dev]"]
+    from bench.report import tables
+
+    caption = " ".join(tables.footnote(alone, "b"))
+    assert "Selection: official-dev: the reported dev split" in caption
+    mixed = collect.run_frame([record("a", "official-dev", 1), record("b", None, 1)])
+    assert len(set(mixed["row"])) == 2  # separate rows, hence separate cells and claim rows
+    assert any("official-dev" in row for row in mixed["row"])
