@@ -212,8 +212,7 @@ def build_sweep(request: PlanRequest) -> SweepPlan:
                 dropped = sorted(fixed & set(search.grid))
                 search = search.without(dropped)
                 seeds, final_seeds = _search_seeds(request, search, where)
-                points = search.all_points() if search.grid else [{}]
-                chosen = search.chosen() if search.grid else [0]
+                points, chosen = search.all_points(), search.chosen()
                 cell_points = []
                 for index in chosen:
                     point = points[index]

@@ -20,6 +20,7 @@ written mid-search shows the search as it stands.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -105,16 +106,9 @@ class Search:
         return sorted(random.Random(self.budget_seed).sample(range(total), self.budget))
 
     def without(self, keys: Sequence[str]) -> Search:
-        """The search with ``keys`` dropped from the grid (they are fixed by command-line flags)."""
-        grid = {k: v for k, v in self.grid.items() if k not in keys}
-        return Search(
-            grid=grid or {},
-            search_seeds=self.search_seeds,
-            final_seeds=self.final_seeds,
-            budget=self.budget,
-            budget_seed=self.budget_seed,
-            sources=self.sources,
-        )
+        """The search with ``keys`` dropped from the grid (they are fixed by command-line flags;
+        with every key dropped, the grid is one point: the flags' values)."""
+        return dataclasses.replace(self, grid={k: v for k, v in self.grid.items() if k not in keys})
 
 
 def merge_blocks(blocks: Sequence[SearchBlock], task: str, method: str) -> Search | None:
