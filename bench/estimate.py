@@ -60,17 +60,18 @@ KNOWN_PARAMETERS: dict[str, float] = {
 }
 
 
-#: CPU throughput measured in this repository (README "CPU figures": ``python -m bench perf
-#: --backbone minilm --seq-len 128 --batch-size 16 --steps 20 --warmup 3 --compare peft --device
-#: cpu --repeats 2`` on 2 shared cores): MiniLM-L6 (22.7M parameters) trains 1939 tokens/s with
-#: full fine-tuning and 2235-2778 (mean 2503) with a frozen backbone, and evaluates 7124-8465
-#: (mean 7800). Other backbones are scaled by parameter count (compute per token ∝ N).
+#: CPU throughput measured in this repository (docs/performance.md, "CPU figures": ``python -m
+#: bench perf --backbone minilm --seq-len 128 --batch-size 16 --steps 20 --warmup 3 --compare
+#: peft --device cpu --repeats 2`` on 2 cores): MiniLM-L6 (22.7M parameters) trains 1939 tokens/s
+#: with full fine-tuning and 2235-2778 (mean 2503) with a frozen backbone, and evaluates
+#: 7124-8465 (mean of the five methods 7906). Other backbones are scaled by parameter count
+#: (compute per token ∝ N).
 CPU_REFERENCE_PARAMETERS = 22.7e6
 CPU_TRAIN_TOKENS_PER_S = {"full_finetune": 1939.0, "frozen": 2503.0}
-CPU_EVAL_TOKENS_PER_S = 7800.0
+CPU_EVAL_TOKENS_PER_S = 7906.0
 CPU_ASSUMPTION = (
-    "MiniLM rates measured on 2 CPU cores (README perf table), scaled by parameters; tokens at "
-    "max_length, so an upper bound where examples are shorter"
+    "MiniLM rates measured on 2 CPU cores (docs/performance.md), scaled by parameters; tokens "
+    "at max_length; per-run loading and tokenizing not included"
 )
 
 
