@@ -508,7 +508,8 @@ def command_run(args: argparse.Namespace) -> int:
     sweep = build_sweep(request)
     output = Path(args.output)
     stage_one = sweep.stage_one()
-    finals = [r for r in sweep.finals(output) if r.key not in {s.key for s in stage_one}]
+    stage_one_keys = {run.key for run in stage_one}
+    finals = [r for r in sweep.finals(output) if r.key not in stage_one_keys]
     plan = stage_one + finals
     selection = select_runs(plan, output, args.rerun_failed, args.force, args.save_delta)
     if args.dry_run:
