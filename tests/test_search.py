@@ -375,6 +375,7 @@ def test_report_of_a_search_writes_the_page_heatmap_and_budget_column(
     report = tmp_path / "report"
     page = (report / "search.md").read_text()
     assert "budget 3: 3 of 4 grid points, a random subset seeded with 7" in page
+    assert "sst2 3/4, budget 3" in page  # the budget each method got, in the budget table
     assert (report / "figures" / "search" / f"{cell['id']}.png").is_file()
     params_md = (report / "tables" / "params.md").read_text()
     assert "tuning budget" in params_md and "3 runs" in params_md

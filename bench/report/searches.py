@@ -158,16 +158,22 @@ def to_markdown(summary: SearchSummary) -> str:
         [backbone, method, str(runs), f"{hours:.2f}"]
         for (backbone, method), (runs, hours) in sorted(summary.budgets.items())
     ]
-    budgets = {(s.cell["backbone"], s.cell["method"]): _budget_text(s.cell) for s in summary.states}
+    points: dict[tuple[str, str], list[str]] = {}
+    for state in summary.states:
+        cell = state.cell
+        budget = f", budget {cell['budget']}" if cell.get("budget") is not None else ""
+        points.setdefault((cell["backbone"], cell["method"]), []).append(
+            f"{cell['task']} {len(cell['points'])}/{cell['grid_points']}{budget}"
+        )
     for row in rows:
-        row.append(budgets[(row[0], row[1])])
+        row.append("; ".join(points[(row[0], row[1])]))
     intro = (
         "Each method's hyperparameters were chosen on the selection split (never the reported "
         "split, except cells marked official-dev); the accuracy tables, plots and claims use "
         "only the winners' final runs. Tuning budget: the search runs each method got and "
         "their wall time on the device that ran them."
     )
-    head = ["backbone", "method", "search runs", "device-hours", "grid points searched (last cell)"]
+    head = ["backbone", "method", "search runs", "device-hours", "grid points searched / grid size"]
     parts = ["# Hyperparameter search", "", intro, "", "## Tuning budget", ""]
     parts += [render.markdown_table(head, rows), "", "## Cells", ""]
     parts += [cell_markdown(state) for state in summary.states]
