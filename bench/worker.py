@@ -136,6 +136,7 @@ def run_log(path: Path) -> Iterator[None]:
 
 def base_record(run: RunSpec) -> dict[str, Any]:
     """The fields every record has, whatever the outcome."""
+    from bench import protocols
     from tasks import get_task
 
     spec = get_task(run.task)
@@ -148,8 +149,8 @@ def base_record(run: RunSpec) -> dict[str, Any]:
         "backbone": run.backbone,
         "config": run.to_dict(),
         "protocol": {
-            "selection_split": f"carved from train (val_fraction {run.train.val_fraction}, "
-            f"seeded by the run seed)",
+            "name": protocols.name_of(run.train),
+            "selection_split": protocols.describe(run.train),
             "report_splits": list(spec.report_splits),
             "primary_metric": spec.primary_metric,
         },
