@@ -10,6 +10,8 @@ running.
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -25,6 +27,9 @@ if TYPE_CHECKING:
     from bench.worker import WorkerOptions
 
 POLL_SECONDS = 15.0
+#: Seconds before the time limit at which Slurm sends USR2, so that the element checkpoints and
+#: requeues itself (submitit's handler) instead of being killed.
+SIGNAL_DELAY_S = 120
 #: Slurm states after which a job will not write its record any more.
 FINAL_STATES = {
     "BOOT_FAIL",
@@ -35,6 +40,7 @@ FINAL_STATES = {
     "NODE_FAIL",
     "OUT_OF_MEMORY",
     "TIMEOUT",
+    "PURGED",  # scontrol no longer knows it: it ended more than MinJobAge ago
 }
 
 
@@ -51,14 +57,35 @@ def read_ledger(output: Path) -> dict[str, str]:
 
 
 def job_state(output: Path, job_id: str) -> str:
-    """Slurm's state of ``job_id`` (``UNKNOWN`` when sacct cannot tell)."""
+    """Slurm's state of ``job_id``: from sacct (through submitit), or, on clusters without an
+    accounting database, from ``scontrol`` (which knows a job until ``MinJobAge`` after it
+    ended); ``UNKNOWN`` when neither can tell."""
     import submitit
 
     job = submitit.SlurmJob(folder=output / "slurm" / "%j", job_id=job_id)
     try:
-        return str(job.state).split()[0].upper()
+        state = str(job.state).split()[0].upper()
     except Exception:  # sacct missing or failing: say so instead of crashing the driver
+        state = "UNKNOWN"
+    return scontrol_state(job_id) if state == "UNKNOWN" else state
+
+
+def scontrol_state(job_id: str) -> str:
+    """``JobState`` of ``job_id`` as ``scontrol show job`` reports it, or ``UNKNOWN``."""
+    try:
+        shown = subprocess.run(
+            ["scontrol", "show", "job", "--oneliner", job_id],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
+    except subprocess.CalledProcessError as error:
+        return "PURGED" if "Invalid job id" in (error.stderr or "") else "UNKNOWN"
+    except (OSError, subprocess.SubprocessError):
         return "UNKNOWN"
+    found = re.search(r"\bJobState=(\S+)", shown)
+    return found.group(1).upper() if found else "UNKNOWN"
 
 
 def written_by(record: dict[str, Any] | None, job_id: str) -> bool:
@@ -117,7 +144,7 @@ class SlurmExecutor(Executor):
             "cpus_per_task": max(1, int(round(self.config.cpus_per_run))),
             "tasks_per_node": 1,
             "nodes": 1,
-            "slurm_signal_delay_s": 120,
+            "slurm_signal_delay_s": SIGNAL_DELAY_S,
             "slurm_additional_parameters": {"requeue": True},
         }
         if gpus:
