@@ -19,6 +19,10 @@ install() {
 }
 
 start() {
+  if pgrep -x slurmctld >/dev/null || pgrep -x slurmd >/dev/null; then
+    echo "a slurmctld or slurmd already runs here; stop it first (its ports would clash)" >&2
+    return 1
+  fi
   mkdir -p "$dir"/{state,spool,log}
   cat >"$conf" <<CONF
 ClusterName=peftbench
@@ -65,8 +69,18 @@ CONF
 }
 
 stop() {
+  # cancel what is left (a test that failed may leave a hanging job), then the daemons
+  SLURM_CONF=$conf scancel --user "$(id -un)" 2>/dev/null || true
+  for _ in $(seq 20); do
+    SLURM_CONF=$conf squeue -h 2>/dev/null | grep -q . || break
+    sleep 0.5
+  done
   for pid in "$dir"/slurmd.pid "$dir"/slurmctld.pid; do
     [ -f "$pid" ] && kill "$(cat "$pid")" 2>/dev/null || true
+  done
+  for _ in $(seq 20); do
+    pgrep -x slurmctld >/dev/null || pgrep -x slurmd >/dev/null || break
+    sleep 0.5
   done
   rm -rf "$dir"
 }

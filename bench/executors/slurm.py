@@ -114,6 +114,39 @@ def still_queued(output: Path, keys: Sequence[str]) -> dict[str, str]:
     return live
 
 
+def ended_without_record(output: Path, runs: Sequence[RunSpec]) -> dict[str, tuple[str, str]]:
+    """Of ``runs``, those that have no record at all although their submitted job has ended
+    (cancelled, node lost, purged): key → (job id, Slurm state). A plain invocation records them
+    as failed instead of silently submitting them again; ``--rerun-failed`` then reruns them."""
+    ledger = read_ledger(output)
+    ended = {}
+    for run in runs:
+        job_id = ledger.get(run.key)
+        if job_id and records.read_record(output, run.key) is None:
+            state = job_state(output, job_id)
+            if state in FINAL_STATES:
+                ended[run.key] = (job_id, state)
+    return ended
+
+
+def record_ended_job(run: RunSpec, job_id: str, state: str, output: Path) -> dict[str, Any]:
+    """Write and return the record of a run whose Slurm job ended in ``state`` without one."""
+    from bench.worker import base_record
+
+    record = base_record(run)
+    record.update(
+        status="timeout" if state == "TIMEOUT" else "failed",
+        error={
+            "type": f"Slurm{state.title().replace('_', '')}",
+            "message": f"Slurm job {job_id} ended {state} without a record; see {output}/slurm/",
+            "traceback": "",
+        },
+        finished_at=records.utc_now(),
+    )
+    records.atomic_write_json(records.record_path(output, run.key), record)
+    return record
+
+
 class SlurmExecutor(Executor):
     name = "slurm"
 
@@ -155,7 +188,17 @@ class SlurmExecutor(Executor):
             parameters["mem_gb"] = self.config.mem_gb
         executor.update_parameters(**parameters)
         live = still_queued(output, [run.key for run in runs])
-        to_submit = [run for run in runs if run.key not in live]
+        ended = ended_without_record(output, [run for run in runs if run.key not in live])
+        for run in runs:
+            if run.key in ended:
+                job_id, state = ended[run.key]
+                events.finished(record_ended_job(run, job_id, state, output))
+        if ended:
+            print(
+                f"{len(ended)} Slurm job(s) ended without a record (cancelled or lost); recorded "
+                "as failed, not resubmitted: --rerun-failed runs them again"
+            )
+        to_submit = [run for run in runs if run.key not in live and run.key not in ended]
         try:
             jobs = executor.map_array(SlurmRun(options), to_submit) if to_submit else []
         except Exception as error:  # sbatch missing or refusing: a clear message, not a trace
@@ -179,8 +222,6 @@ class SlurmExecutor(Executor):
         output: Path,
         events: SweepEvents,
     ) -> None:
-        from bench.worker import base_record
-
         pending = {run.key: run for run in runs}
         while pending:
             for key, run in list(pending.items()):
@@ -189,19 +230,7 @@ class SlurmExecutor(Executor):
                     state = job_state(output, job_ids[key])
                     if state not in FINAL_STATES:
                         continue
-                    record = base_record(run)
-                    status = "timeout" if state == "TIMEOUT" else "failed"
-                    record.update(
-                        status=status,
-                        error={
-                            "type": f"Slurm{state.title().replace('_', '')}",
-                            "message": f"Slurm job {job_ids[key]} ended {state} without a record;"
-                            f" see {output}/slurm/",
-                            "traceback": "",
-                        },
-                        finished_at=records.utc_now(),
-                    )
-                    records.atomic_write_json(records.record_path(output, key), record)
+                    record = record_ended_job(run, job_ids[key], state, output)
                 del pending[key]
                 events.finished(record)
             if pending:
