@@ -15,7 +15,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -80,6 +82,14 @@ def max_overlap(results: list[dict[str, Any]]) -> int:
 # --- Slurm -------------------------------------------------------------------------------------
 
 
+def require(reason: str) -> None:
+    """Skip, naming what is missing; fail instead where CI sets PEFT_BENCH_REQUIRE_CLUSTER=1, so
+    that a cluster step can never pass by skipping everything."""
+    if os.environ.get("PEFT_BENCH_REQUIRE_CLUSTER") == "1":
+        pytest.fail(f"PEFT_BENCH_REQUIRE_CLUSTER=1 but {reason}")
+    pytest.skip(reason)
+
+
 def _slurm_missing() -> str | None:
     for tool in ("slurmctld", "slurmd", "munged", "sbatch", "scontrol"):
         if shutil.which(tool) is None:
@@ -98,7 +108,7 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """A running single-machine Slurm; yields the environment its clients and jobs need."""
     reason = _slurm_missing()
     if reason:
-        pytest.skip(reason)
+        require(reason)
     state = tmp_path_factory.mktemp("slurm")
     env = {**os.environ, "PEFT_SLURM_DIR": str(state)}
     subprocess.run(["bash", str(SLURM_SCRIPT), "start"], env=env, check=True, timeout=120)
@@ -309,3 +319,122 @@ def test_slurm_no_wait_then_reindex_and_scancel_then_rerun_failed(
     monkeypatch.delenv("PEFT_BENCH_FAULTS")
     assert main([*args, "--rerun-failed"]) == 0
     assert_each_once(out, {run.key for run in plan})
+
+
+# --- Ray ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def ray_nodes() -> Iterator[Any]:
+    """A head node that takes no runs and two one-CPU worker nodes, on loopback ports."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        require("Ray is not installed: pip install -e '.[ray]'")
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 0, "include_dashboard": False},
+    )
+    workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
+    cluster.wait_for_nodes()
+    cluster.workers = workers
+    try:
+        yield cluster
+    finally:
+        cluster.shutdown()
+
+
+def ray_cli(model: Path, data: Path, out: Path, address: str, *extra: str) -> list[str]:
+    args = tiny_cli(model, data, out, "--address", address, "--gpus-per-run", "0", *extra)
+    args[args.index("serial")] = "ray"
+    return args
+
+
+def test_ray_cluster_spreads_runs_over_its_nodes_and_refuses_what_no_node_has(
+    ray_nodes, tiny_bert_dir, tiny_data_dir, tmp_path, capsys
+) -> None:
+    out = tmp_path / "out"
+    args = ray_cli(tiny_bert_dir, tiny_data_dir, out, ray_nodes.address, "--seeds", "1,2,3,4")
+    assert main(args) == 0
+    assert_each_once(
+        out, {run.key for run in tiny_plan(tiny_bert_dir, tiny_data_dir, seeds=(1, 2, 3, 4))}
+    )
+    nodes = {r["placement"]["ray_node_id"] for r in ok_records(out).values()}
+    assert nodes == {node.node_id for node in ray_nodes.workers}
+
+    started = time.monotonic()
+    big = ray_cli(
+        tiny_bert_dir, tiny_data_dir, tmp_path / "big", ray_nodes.address, "--seeds", "5,"
+    )
+    assert main([*big, "--cpus-per-run", "2"]) == 2
+    assert "no node of the Ray cluster has that many GPUs and CPUs" in capsys.readouterr().err
+    assert time.monotonic() - started < 60  # at once, not after waiting for a node
+    assert not (tmp_path / "big" / "runs").exists() or not any(
+        (tmp_path / "big" / "runs").iterdir()
+    )
+
+
+def test_ray_worker_node_killed_mid_run_is_retried_on_another_node(
+    ray_nodes, tiny_bert_dir, tiny_data_dir, tmp_path, monkeypatch
+) -> None:
+    reference = tmp_path / "reference"
+    assert (
+        main(tiny_cli(tiny_bert_dir, tiny_data_dir, reference, "--epochs", "3", "--seeds", "7,"))
+        == 0
+    )
+    (expected,) = ok_records(reference).values()
+
+    out = tmp_path / "out"
+    hung = tmp_path / "hung"  # after epoch 1's checkpoint, on the first attempt only
+    fault = [{"fault": "hang", "epoch": 1, "once": str(hung)}]
+    monkeypatch.setenv("PEFT_BENCH_FAULTS", json.dumps(fault))
+    args = ray_cli(
+        tiny_bert_dir, tiny_data_dir, out, ray_nodes.address,
+        "--epochs", "3", "--seeds", "7,", "--checkpoints", "--max-retries", "2",
+    )  # fmt: skip
+    with ThreadPoolExecutor(1) as pool:
+        driver = pool.submit(main, args)
+        wait_for(hung.exists, "the run to finish epoch 1 and hang")
+        marker = json.loads((out / "running" / f"{expected['key']}.json").read_text())
+        (node,) = [n for n in ray_nodes.workers if n.node_id == marker["ray_node_id"]]
+        ray_nodes.remove_node(node)
+        assert driver.result(timeout=300) == 0
+
+    (record,) = ok_records(out).values()
+    assert record["placement"]["ray_node_id"] != node.node_id
+    assert record["resumed_from_epoch"] == 1
+    assert record["metrics"] == expected["metrics"]
+    assert_each_once(out, {expected["key"]})
+    assert len(records.read_index(out)) == 1  # the driver saw one attempt finish
+
+
+def test_ray_driver_killed_and_restarted_resumes_without_duplicates(
+    ray_nodes, tiny_bert_dir, tiny_data_dir, tmp_path
+) -> None:
+    out = tmp_path / "out"
+    seeds = (1, 2, 3, 4, 5, 6)
+    args = ray_cli(
+        tiny_bert_dir, tiny_data_dir, out, ray_nodes.address,
+        "--seeds", ",".join(map(str, seeds)), "--epochs", "3",
+    )  # fmt: skip
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "bench", *args], cwd=REPO, env={**os.environ},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: ok_records(out), "a first record")
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=60)
+    finally:
+        driver.kill()
+    done_before = set(ok_records(out))
+    assert 0 < len(done_before) < len(seeds)
+
+    assert main(args) == 0
+    keys = {run.key for run in tiny_plan(tiny_bert_dir, tiny_data_dir, seeds=seeds, epochs=3)}
+    assert_each_once(out, keys)
+    index = records.read_index(out)
+    assert len(index) == len({entry["key"] for entry in index}) == len(seeds)  # no duplicates
