@@ -105,6 +105,7 @@ def placement(executor: str) -> dict[str, Any]:
         import ray
 
         info["gpu_ids"] = [str(g) for g in ray.get_gpu_ids()]
+        info["ray_node_id"] = ray.get_runtime_context().get_node_id()
     else:
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         info["gpu_ids"] = visible.split(",") if visible else []
