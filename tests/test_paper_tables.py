@@ -294,7 +294,7 @@ def test_dry_run_lists_each_setting_with_its_source_runs_and_gpu_time(tmp_path, 
     rows = [line.split() for line in table.splitlines()[2:] if line.strip()]
     assert len(rows) == 6  # 2 seeds × (rte on both backbones, conll2003 on RoBERTa only)
     for row in rows:
-        task, backbone, settings = row[2], row[5], row[-1]
+        task, backbone, settings = row[3], row[6], row[-1]  # after '#', key, stage
         assert settings == ("1" if (task, backbone) == ("rte", "roberta-large") else "-")
     assert "[1] rte × all methods × roberta-large — 2 planned run(s), " in rest
     assert "values: method: lr=0.005" in rest
