@@ -312,3 +312,17 @@ def test_a_local_directory_named_after_a_checkpoint_gets_its_settings(tmp_path: 
     assert suite.excluded("conll2003", "p_tuning_v2", str(tmp_path / "bert-large-cased")) is None
     (tmp_path / "bert-large-cased").mkdir()
     assert suite.excluded("conll2003", "p_tuning_v2", str(tmp_path / "bert-large-cased"))
+
+
+def test_copa_search_suite_is_the_official_grid() -> None:
+    suite = builtin_suites()["paper-ptv2-copa-search"]
+    search = suite.search_for("copa", "p_tuning_v2")
+    assert search.grid == {
+        "lr": (5e-3, 7e-3, 1e-2),
+        "prompt_length": (4, 8, 16, 32, 64, 128),
+        "epochs": (20, 40, 60, 80, 100, 120),
+    }
+    assert (len(search.all_points()), search.search_seeds, search.final_seeds) == (108, 1, 3)
+    assert suite.seeds[0] == 11  # the script's --seed 11 is the search seed
+    train, method = suite.overrides("copa", "p_tuning_v2", "roberta-large")
+    assert (train["batch_size"], train["max_length"], method["prompt_dropout"]) == (16, 128, 0.1)
