@@ -149,7 +149,7 @@ class TrainConfig:
 
 
 #: TrainConfig fields added after the first records were written (see ``key_dict``).
-KEYED_ONLY_WHEN_SET = ("group_by_length", "compile", "template", "protocol")
+KEYED_ONLY_WHEN_SET = ("group_by_length", "compile", "protocol", "template")
 #: Fields that change how a run executes, not its numbers (tested bitwise): never in the key.
 NEVER_KEYED = ("activation_checkpointing",)
 

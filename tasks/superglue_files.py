@@ -61,7 +61,7 @@ def as_text(value: Any, key: str, where: str) -> str:
     """A JSON scalar as text: strings as they are, booleans as true/false, numbers as written."""
     if isinstance(value, str):
         return value
-    if isinstance(value, bool) or (isinstance(value, int | float) and value is not None):
+    if isinstance(value, bool | int | float):
         return json.dumps(value)
     raise UserError(f"{where}: field '{key}' must be a string, number or boolean, got {value!r}")
 
@@ -169,6 +169,13 @@ def _entities(passage: str, spans: Any, where: str) -> list[str]:
     return sorted(names)
 
 
+def _answer_text(answer: Any, where: str, task: str) -> str:
+    """A ReCoRD gold answer: ``{"start", "end", "text"}`` in the original files."""
+    if not isinstance(answer, dict):
+        raise UserError(f"{where}: each answer must be a JSON object with a text, got {answer!r}")
+    return _text(lookup(answer, "text", where, task), "answers.text", where)
+
+
 def parse_record_jsonl(spec: TaskSpec, path: Path, text: str) -> Columns:
     """ReCoRD passages as one binary row per (query, distinct entity)."""
     columns: Columns = {name: [] for name in spec.fields}
@@ -189,9 +196,7 @@ def parse_record_jsonl(spec: TaskSpec, path: Path, text: str) -> Columns:
             answers = lookup(item, "answers", where, spec.name)
             if not isinstance(answers, list) or not answers:
                 raise UserError(f"{where}: query {group}: 'answers' must be a non-empty list")
-            gold = sorted({_text(lookup(a, "text", where, spec.name), "text", where)
-                           if isinstance(a, dict) else _text(a, "answer", where)
-                           for a in answers})  # fmt: skip
+            gold = sorted({_answer_text(answer, where, spec.name) for answer in answers})
             for entity in entities:
                 columns["passage"].append(passage)
                 columns["query"].append(query)

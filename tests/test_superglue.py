@@ -91,14 +91,14 @@ def test_templates_format_as_the_official_code() -> None:
 
 def test_template_choice_per_run() -> None:
     spec = get_task("wic")
-    assert spec.template == "wic_pair"
-    assert with_template(spec, "wic_question").template == "wic_question"
+    assert spec.template == "wic_question"  # the official default, template_id 0
+    assert with_template(spec, "wic_pair").template == "wic_pair"
     assert with_template(spec, None) is spec
-    with pytest.raises(UserError, match="offers: wic_pair, wic_question"):
+    with pytest.raises(UserError, match="offers: wic_question, wic_pair"):
         with_template(spec, "wsc_pair")
     with pytest.raises(UserError, match="has no template 'wic_pair'"):
         with_template(get_task("cb"), "wic_pair")
-    assert TrainConfig(template="wic_question").key_dict()["template"] == "wic_question"
+    assert TrainConfig(template="wic_pair").key_dict()["template"] == "wic_pair"
     assert "template" not in TrainConfig().key_dict()  # old run keys stay valid
 
 
@@ -108,13 +108,13 @@ def test_a_template_the_task_lacks_is_refused_at_plan_time(
     suite = tmp_path / "mine.yaml"
     suite.write_text(
         "tasks: [wic, cb]\nmethods: [full_finetune]\n"
-        "settings:\n  - {source: test, train: {template: wic_question}}\n"
+        "settings:\n  - {source: test, train: {template: wic_pair}}\n"
     )
     assert main(["run", "--dry-run", "--suite", str(suite), "--seeds", "1"]) == 2
-    assert "task 'cb' has no template 'wic_question'" in capsys.readouterr().err
+    assert "task 'cb' has no template 'wic_pair'" in capsys.readouterr().err
     suite.write_text(
         "tasks: [wic, cb]\nmethods: [full_finetune]\n"
-        "settings:\n  - {source: test, tasks: [wic], train: {template: wic_question}}\n"
+        "settings:\n  - {source: test, tasks: [wic], train: {template: wic_pair}}\n"
     )
     assert main(["run", "--dry-run", "--suite", str(suite), "--seeds", "1"]) == 0
 
