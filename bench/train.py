@@ -141,6 +141,7 @@ def train_run(
     # Model: the same seeded backbone for every method; the method decides what trains.
     seed_everything(run.seed)
     method = build_method(run.method, run.method_config)
+    cfg = method.train_config(cfg)  # a method's warm-up / weight-decay overrides
     backbone = load_backbone(ref, spec, tokenizer.pad_token_id)
     model = method.attach(backbone, spec, attach_data(tokenizer, spec, train_split)).to(device)
     method.check_length(model, max_length)

@@ -183,6 +183,12 @@ class Method(abc.ABC):
     def load(self, backbone: nn.Module, task: TaskSpec, delta: dict[str, Tensor]) -> nn.Module:
         """Rebuild the trained model from a fresh backbone and an exported delta."""
 
+    def train_config(self, train: TrainConfig) -> TrainConfig:
+        """The training config the optimizer and schedule use: ``train`` with whatever this
+        method's config overrides (e.g. an ``official`` profile's warm-up and weight decay).
+        The training loop stays uniform; the default changes nothing."""
+        return train
+
     def trained_names(self, model: nn.Module) -> list[str]:
         """Names of the parameters this method trains (its delta before merging)."""
         return [name for name, p in model.named_parameters() if p.requires_grad]
