@@ -29,6 +29,7 @@ Skipped, with the reason, only when the install fails (no PyPI).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -87,10 +88,8 @@ def classic_site() -> Path:
         pytest.skip(f"could not pip-install {', '.join(PINS)} (PyPI unreachable?): "
                     f"{result.stderr.strip().splitlines()[-1:]}")  # fmt: skip
     (staging / ".complete").write_text("\n".join(PINS) + "\n")
-    try:
+    with contextlib.suppress(OSError):  # another session finished first: use its copy
         staging.rename(target)
-    except OSError:  # another session finished first: use its copy
-        pass
     return target
 
 
@@ -147,7 +146,9 @@ CASES = {
     "kv_shift_task_head_roberta": (
         "roberta", "p_tuning_v2", {"position": "shift", "prompt_dropout": 0.0}, "past_key_values",
     ),
-    "prompt_tuning_official_bert": ("bert", "prompt_tuning", {"profile": "official"}, "peft_prompt"),
+    "prompt_tuning_official_bert": (
+        "bert", "prompt_tuning", {"profile": "official"}, "peft_prompt",
+    ),
     "prompt_tuning_official_roberta": (
         "roberta", "prompt_tuning", {"profile": "official"}, "peft_prompt",
     ),
@@ -183,7 +184,10 @@ def classic_results(classic_site: Path, tmp_path_factory) -> dict:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert "transformers 4.23.1" in done.stdout, done.stdout
-    return {name: (*results[name], load_file(str(workdir / f"{name}.out.safetensors"))) for name in CASES}
+    return {
+        name: (*results[name], load_file(str(workdir / f"{name}.out.safetensors")))
+        for name in CASES
+    }
 
 
 @pytest.mark.parametrize("name", [n for n in CASES if CASES[n][3] != "peft_prompt"])
