@@ -6,13 +6,14 @@ import math
 
 import pytest
 import torch
-from test_prompt_methods import make_backbone, make_inputs
 
 from bench.config import TrainConfig
 from bench.errors import UserError
 from bench.train import linear_schedule
 from methods import build_method, get_method
 from tasks import get_task
+
+from test_prompt_methods import make_backbone, make_inputs
 
 M = 4
 
