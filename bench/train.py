@@ -406,7 +406,10 @@ def attach_data(tokenizer: Any, spec: TaskSpec, train_split: Any, examples: int 
     rows = train_split.select(range(min(examples, len(train_split))))["input_ids"]
     sample = [token for row in rows for token in row if token not in special]
     return AttachData(
-        keyword_ids=list(keywords), sample_ids=sample, vocab_ids=ordinary_vocab_ids(tokenizer)
+        keyword_ids=list(keywords),
+        sample_ids=sample,
+        vocab_ids=ordinary_vocab_ids(tokenizer),
+        tokenizer=tokenizer,
     )
 
 

@@ -136,6 +136,9 @@ class AttachData:
     #: Ordinary vocabulary ids in id order (no special or ``[unused*]`` tokens), for
     #: ``vocab_sample``.
     vocab_ids: list[int] = field(default_factory=list)
+    #: The backbone's tokenizer, for methods that tokenize text of their own (P-Tuning v1's
+    #: template words and verbalizer); None where no tokenizer is at hand.
+    tokenizer: Any = None
 
 
 class Method(abc.ABC):

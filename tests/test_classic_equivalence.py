@@ -51,7 +51,8 @@ PINS = (
     "peft==0.3.0",
     "accelerate==0.25.0",
 )
-CACHE = Path(os.environ.get("PEFT_BENCH_CACHE", Path.home() / ".cache" / "peft-bench"))
+#: Not $PEFT_BENCH_CACHE: tests point that at a per-session temp dir, and the install must last.
+CACHE = Path.home() / ".cache" / "peft-bench"
 REFERENCE = Path(__file__).with_name("classic_reference.py")
 M = 3
 CONFIG = {
