@@ -183,7 +183,9 @@ class PromptMethod(Method):
         geo = geometry(backbone.config)
         placement = self._placement()
         width = width_for(placement, geo)
-        embeddings = backbone.get_input_embeddings().weight.detach().float().cpu()
+        weight = backbone.get_input_embeddings().weight.detach()
+        # a meta-device backbone (parameter counts from a config alone) keeps only shapes
+        embeddings = weight.float() if weight.is_meta else weight.float().cpu()
         generator = torch.Generator().manual_seed(int(torch.randint(2**31 - 1, (1,))))
         data = data or AttachData()
         initial = initial_prompts(

@@ -189,3 +189,78 @@ def test_official_warmup_and_weight_decay_reach_the_optimizer() -> None:
     assert (kept.warmup_ratio, kept.weight_decay) == (0.06, 0.01)
     project_model = project.attach(make_backbone("bert"), get_task("sst2"))
     assert any(g["weight_decay"] == 0.01 for g in project.param_groups(project_model, kept))
+
+
+#: roberta-large's config.json values (FacebookAI/roberta-large), written here: no download.
+ROBERTA_LARGE = {
+    "vocab_size": 50265,
+    "hidden_size": 1024,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 16,
+    "intermediate_size": 4096,
+    "max_position_embeddings": 514,
+    "type_vocab_size": 1,
+    "pad_token_id": 1,
+    "bos_token_id": 0,
+    "eos_token_id": 2,
+    "layer_norm_eps": 1e-5,
+}
+
+
+def test_roberta_large_rte_official_counts_against_the_papers_share(capsys) -> None:
+    """P-Tuning v2 official on roberta-large RTE (m = 128, the official run_rte_roberta.sh),
+    counted on a meta-device model. Paper (arXiv:2110.07602, abstract): "0.1%-3% tuned
+    parameters"."""
+    import transformers as tf
+
+    config = tf.RobertaConfig(**ROBERTA_LARGE, num_labels=2)
+    with torch.device("meta"):
+        backbone = tf.RobertaForSequenceClassification(config)
+    backbone.peft_bench_new_parameters = frozenset()
+    method = build_method("p_tuning_v2", {"profile": "official", "prompt_length": 128})
+    counts = method.parameter_counts(method.attach(backbone, get_task("rte")))
+    prefix = 2 * 24 * 128 * 1024
+    assert counts.trainable == prefix + 1024 * 2 + 2  # prefix + one Linear(d, 2)
+    assert counts.stored == counts.trainable + 1024 * 1024 + 1024  # + the frozen random pooler
+    share = counts.trainable_pct_of_backbone
+    with torch.device("meta"):
+        other = tf.RobertaForSequenceClassification(config)
+    other.peft_bench_new_parameters = frozenset()
+    project = build_method("p_tuning_v2", {"prompt_length": 128})
+    own = project.parameter_counts(project.attach(other, get_task("rte")))
+    assert own.trainable == prefix + 1024 * 1024 + 1024 + 1024 * 2 + 2  # the d x d dense trains
+    with capsys.disabled():
+        print(
+            f"\nP-Tuning v2 official, roberta-large RTE, m=128: trainable {counts.trainable:,} "
+            f"(prefix {prefix:,} + head {counts.trainable - prefix:,}), stored "
+            f"{counts.stored:,}, backbone {counts.backbone:,}: {share:.2f}% tuned "
+            f"(paper: 0.1%-3%); project profile: trainable {own.trainable:,}, "
+            f"{own.trainable_pct_of_backbone:.2f}%"
+        )
+    assert 0.1 <= share <= 3.0
+
+
+def test_tables_label_official_runs() -> None:
+    import json
+
+    import pandas as pd
+
+    from bench.report.collect import row_labels
+
+    def run(method: str, config: dict) -> dict:
+        return {"backbone": "b", "task": "rte", "method": method, "config": json.dumps(config)}
+
+    frame = pd.DataFrame(
+        [
+            run("p_tuning_v2", {"profile": "official", "lr": 0.005}),
+            run("p_tuning_v2", {"lr": 0.005}),
+            run("prefix_tuning", {"profile": "official"}),
+            run("full_finetune", {"lr": 2e-5}),
+        ]
+    )
+    assert row_labels(frame) == [
+        "p_tuning_v2 (official)",
+        "p_tuning_v2",
+        "prefix_tuning (official)",
+        "full_finetune",
+    ]
