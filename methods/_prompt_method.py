@@ -104,6 +104,14 @@ class PromptConfig(MethodConfig):
 
     #: The ``official`` profile: field -> value and the original's file:line (per method).
     OFFICIAL: ClassVar[dict[str, Official]] = {}
+    KEYED_ONLY_WHEN_SET: ClassVar[tuple[str, ...]] = (
+        "profile",
+        "init_std",
+        "head",
+        "prompt_dropout_mask",
+        "warmup_ratio",
+        "weight_decay",
+    )
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> MethodConfig:

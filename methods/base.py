@@ -88,8 +88,19 @@ class MethodConfig:
         except (TypeError, ValueError) as error:
             raise UserError(f"invalid {cls.__name__}: {error}") from None
 
+    #: Fields added after the first run records were written. Under the ``project`` profile
+    #: they are left out of :meth:`to_dict` (hence of run keys) while at their default, so the
+    #: keys of existing records stay valid; an ``official`` config keeps every field.
+    KEYED_ONLY_WHEN_SET: ClassVar[tuple[str, ...]] = ()
+
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        if getattr(self, "profile", "project") == "project":
+            defaults = {f.name: f.default for f in dataclasses.fields(self)}
+            for name in self.KEYED_ONLY_WHEN_SET:
+                if name in out and out[name] == defaults[name]:
+                    del out[name]
+        return out
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,12 @@ class PTuningConfig(PromptConfig):
         metadata={"help": "Learning rate of the backbone when train_backbone is true."},
     )
 
+    KEYED_ONLY_WHEN_SET: ClassVar[tuple[str, ...]] = (
+        *PromptConfig.KEYED_ONLY_WHEN_SET,
+        "placement",
+        "train_backbone",
+        "backbone_lr",
+    )
     OFFICIAL: ClassVar[dict[str, Official]] = {
         "placement": Official(
             "template",

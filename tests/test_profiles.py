@@ -264,3 +264,45 @@ def test_tables_label_official_runs() -> None:
         "prefix_tuning (official)",
         "full_finetune",
     ]
+
+
+@pytest.mark.parametrize("profile", ["official", "project"])
+def test_train_run_schedules_by_the_profile(tiny_bert_dir, tiny_data_dir, profile) -> None:
+    """Through the real training loop: the first evaluation's learning rate shows whether the
+    6% warm-up was used (the official profile has none), and the run key holds the profile."""
+    from bench.runner import PlanRequest, build_plan
+    from bench.train import train_run
+
+    (run,) = build_plan(
+        PlanRequest(
+            tasks=["sst2"], methods=["p_tuning_v2"], seeds=[13], backbones=[str(tiny_bert_dir)],
+            data_dir=str(tiny_data_dir),
+            train={"epochs": 2, "batch_size": 8, "max_length": 32, "max_train_samples": 80},
+            method_overrides={"profile": profile, "lr": 1e-2, "prompt_length": M},
+        )
+    )  # fmt: skip
+    result = train_run(run, device="cpu", progress=False)
+    total = result.timing["steps"]
+    first = result.curve[0]
+    warmup = 0 if profile == "official" else math.ceil(0.06 * total)
+    expected = 1e-2 * (total - first["step"]) / (total - warmup)
+    assert first["lr"] == pytest.approx(expected, rel=1e-9)
+    assert result.extra["method_info"]["profile"] == profile
+    assert ("profile" in run.identity()["method_config"]) == (profile == "official")
+
+
+#: PTuningV2Config's fields before profiles existed: a project config keys as it did then.
+PTV2_FIELDS = {"lr", "prompt_length", "init", "position", "prompt_dropout", "head_lr",
+               "head_only_epochs", "injection", "reparam", "reparam_hidden"}  # fmt: skip
+
+
+def test_project_configs_keep_the_keys_of_existing_records() -> None:
+    assert set(build_method("p_tuning_v2", {}).config.to_dict()) == PTV2_FIELDS
+    assert "placement" not in build_method("p_tuning", {}).config.to_dict()
+    # an official config keeps every field, an explicit project value included
+    values = build_method("p_tuning_v2", {"profile": "official", "head": "task"}).config
+    assert values.to_dict()["head"] == "task"
+    again = build_method("p_tuning_v2", values.to_dict()).config
+    assert again == values
+    changed = build_method("p_tuning_v2", {"head": "pooler_linear"}).config.to_dict()
+    assert changed["head"] == "pooler_linear" and "profile" not in changed
