@@ -231,3 +231,50 @@ def test_task_yaml_template_validation() -> None:
     with pytest.raises(UserError, match="classification tasks only"):
         spec_from_mapping({**stsb, "template": "{sentence1} [P] [MASK] {sentence2}",
                            "verbalizer": {}})  # fmt: skip
+
+
+def test_minilm_has_no_mlm_head_and_says_so(minilm_dir) -> None:
+    """The real MiniLM package: a sentence-embedding checkpoint without the MLM head."""
+    from methods._template import load_mlm_head
+
+    backbone = tf.AutoModelForSequenceClassification.from_pretrained(minilm_dir, num_labels=2)
+    with pytest.raises(UserError, match="no masked-LM head in its checkpoint.*cls.predictions"):
+        load_mlm_head(backbone)
+
+
+def test_template_trains_through_the_training_loop(tmp_path, tiny_data_dir) -> None:
+    """SST-2's own template and verbalizer (great/terrible) on a tiny BERT whose vocabulary
+    has those words: train_run attaches with the tokenizer, trains the encoder, evaluates, and
+    the saved delta reloads to the same scores."""
+    from bench.runner import PlanRequest, build_plan
+    from bench.train import train_run
+    from bench.weights import load_trained
+
+    vocab = [*VOCAB, "terrible", "it", "was"]
+    (tmp_path / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    tokenizer = tf.BertTokenizerFast(vocab=str(tmp_path / "vocab.txt"), do_lower_case=True)
+    config = tf.BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2,
+                           num_attention_heads=2, intermediate_size=64,
+                           max_position_embeddings=64)  # fmt: skip
+    directory = _save(tmp_path / "bert", config, tokenizer)
+    (run,) = build_plan(
+        PlanRequest(
+            tasks=["sst2"], methods=["p_tuning"], seeds=[13], backbones=[str(directory)],
+            data_dir=str(tiny_data_dir),
+            train={"epochs": 1, "batch_size": 8, "max_length": 24, "max_train_samples": 48},
+            method_overrides={"profile": "official", "prompt_length": M},
+        )
+    )  # fmt: skip
+    delta = tmp_path / "delta.safetensors"
+    result = train_run(run, device="cpu", progress=False, delta_path=delta)
+    info = result.extra["method_info"]
+    assert info["placement"] == "template" and info["profile"] == "official"
+    great, terrible = tokenizer.convert_tokens_to_ids(["great", "terrible"])
+    assert info["label_ids"] == [terrible, great]  # negative, positive
+    assert result.params["trainable"] > result.params["stored"] == M * 32  # LSTM encoder
+    assert 0.0 <= result.metrics["validation"]["accuracy"] <= 1.0
+    model = load_trained(delta)
+    assert model.template.label_ids == (terrible, great)
+    batch = tokenizer(["the movie was great", "boring"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        assert model(**batch).logits.shape == (2, 2)
