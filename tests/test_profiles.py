@@ -152,9 +152,19 @@ def test_official_shift_checks_the_length_budget() -> None:
         method.check_length(model, 64 - M + 1)
 
 
-def test_per_example_dropout_masks_differ_between_examples() -> None:
+VARIANTS = {
+    "kv": ("p_tuning_v2", {}),
+    "hidden": ("p_tuning_v2", {"injection": "hidden", "position": "keep"}),
+    "input": ("prompt_tuning", {"init": "random_uniform"}),
+}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_per_example_dropout_masks_differ_between_examples(variant) -> None:
+    method, extra = VARIANTS[variant]
     torch.manual_seed(0)
-    _, model = official("bert", prompt_dropout=0.5)
+    extra = {**extra, "prompt_dropout": 0.5, "prompt_dropout_mask": "per_example"}
+    _, model = official("bert", method, **extra)
     ids, mask = make_inputs("bert", lengths=(5, 5))
     ids[1] = ids[0]  # two identical examples
     model.train()
@@ -165,7 +175,7 @@ def test_per_example_dropout_masks_differ_between_examples() -> None:
         logits = model(input_ids=ids, attention_mask=mask).logits
     assert not torch.allclose(logits[0], logits[1])
     torch.manual_seed(0)
-    _, shared = official("bert", prompt_dropout=0.5, prompt_dropout_mask="shared")
+    _, shared = official("bert", method, **{**extra, "prompt_dropout_mask": "shared"})
     shared.train()
     shared.model.eval()
     with torch.no_grad():
