@@ -10,7 +10,9 @@ pooler and freeze it, 399-402 read ``outputs[1]``). Where the checkpoint has no 
 the original's ``from_pretrained`` draws it from ``_init_weights``: weight N(0,
 initializer_range), bias 0. The same draw is made here, and the pooler stays frozen.
 
-BERT-style sequence classifiers already are pooler + dropout + Linear, so only heads that read
+BERT-style sequence classifiers already are pooler + dropout + Linear, and DeBERTa's
+ContextPooler + dropout + Linear is the original's DeBERTa head (trained there: only the encoder
+is frozen), so only heads that read
 the hidden states themselves (RoBERTa's ``RobertaClassificationHead``: an extra trained d×d
 dense layer) are replaced. Token classification heads (dropout + Linear per token) are the
 originals' already.
@@ -60,6 +62,10 @@ def install_pooler_linear(backbone: nn.Module) -> set[str]:
     classifier = getattr(backbone, "classifier", None)
     if pooler is not None and isinstance(classifier, nn.Linear):
         return {n for n, _ in backbone.named_parameters() if ".pooler." in f".{n}"}
+    if getattr(backbone, "pooler", None) is not None and isinstance(classifier, nn.Linear):
+        # DeBERTa: ContextPooler + dropout + Linear outside the encoder, all trained, as the
+        # original's DebertaPrefixForSequenceClassification (it freezes only self.deberta)
+        return set()
     if classifier is None or isinstance(classifier, nn.Linear):
         raise UserError(
             f"head 'pooler_linear' does not know where {type(backbone).__name__} keeps its "

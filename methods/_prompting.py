@@ -379,6 +379,17 @@ class PromptedModel(nn.Module):
         self._count_positions = is_decoder(model) and (
             "position_ids" in inspect.signature(model.forward).parameters
         )
+        if (
+            self.placement is Placement.KV
+            and self.position is Position.SHIFT
+            and self._positions is None
+            and not self._count_positions
+        ):
+            raise UserError(
+                f"position 'shift' under placement 'kv' moves the real tokens' positions by m, "
+                f"and {type(model).__name__} takes no position ids (relative positions); "
+                "use position 'keep'"
+            )
         self._attentions: list[nn.Module] = []
         if self.placement is Placement.KV:
             self._attentions = _enable_kv(model)
@@ -492,16 +503,16 @@ class PromptedModel(nn.Module):
         """Real tokens' positions moved by the prefix length m, as transformers 4.x computes them
         for a past of length m: RoBERTa-style (padding index) ``(cumsum(mask) + m) * mask +
         padding_idx`` over non-pad ids; decoders counting real tokens from m; otherwise
-        ``m..m+n-1``. None for models without absolute positions (nothing to shift)."""
+        ``m..m+n-1``. None only where ``__init__`` refused the combination already."""
         m = self.length
-        if self._positions is None:
-            return None
-        padding_idx = self._positions.padding_idx
+        padding_idx = self._positions.padding_idx if self._positions is not None else None
         if padding_idx is not None:
             mask = input_ids.ne(self.model.config.pad_token_id).long()
             return (torch.cumsum(mask, dim=1) + m) * mask + padding_idx
-        if self._count_positions:
+        if self._count_positions:  # decoders, rotary ones included
             return _counted_positions(attention_mask) + m
+        if self._positions is None:
+            return None
         batch, n = input_ids.shape
         return torch.arange(m, m + n, device=input_ids.device).expand(batch, n)
 

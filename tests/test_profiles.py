@@ -316,3 +316,20 @@ def test_project_configs_keep_the_keys_of_existing_records() -> None:
     assert again == values
     changed = build_method("p_tuning_v2", {"head": "pooler_linear"}).config.to_dict()
     assert changed["head"] == "pooler_linear" and "profile" not in changed
+
+
+def test_kv_shift_on_decoders_counts_from_m_and_refuses_relative_positions() -> None:
+    torch.manual_seed(0)
+    _, model = official("gpt2", prompt_dropout=0.0, head="task")  # no official GPT-2 head
+    ids, mask = make_inputs("gpt2", lengths=(6, 4))
+    seen = []
+    handle = model.model.transformer.wpe.register_forward_hook(
+        lambda module, args, output: seen.append(args[0])
+    )
+    with torch.no_grad():
+        model.eval()(input_ids=ids, attention_mask=mask)
+    handle.remove()
+    assert seen[0][0].tolist() == list(range(M, M + 6))
+    assert seen[0][1, :4].tolist() == list(range(M, M + 4))
+    with pytest.raises(UserError, match="takes no position ids.*use position 'keep'"):
+        official("deberta")
