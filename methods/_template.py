@@ -238,13 +238,19 @@ class TemplateModel(nn.Module):
     """
 
     def __init__(
-        self, model: nn.Module, head: nn.Module, prompts: nn.Module, template: Template
+        self,
+        model: nn.Module,
+        head: nn.Module,
+        prompts: nn.Module,
+        template: Template,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.model = model
         self.mlm_head = head
         self.prompts = prompts
         self.template = template
+        self.dropout = nn.Dropout(dropout)
         self.length = template.slots
         self._current: torch.Tensor | None = None
         self._slots: torch.Tensor | None = None
@@ -319,7 +325,7 @@ class TemplateModel(nn.Module):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         ids, mask, slots, where = self.relayout(input_ids, attention_mask)
-        self._current, self._slots, self._ids = self.prompts(), slots, ids
+        self._current, self._slots, self._ids = self.dropout(self.prompts()), slots, ids
         try:
             hidden = self.model.base_model(input_ids=ids, attention_mask=mask)[0]
         finally:

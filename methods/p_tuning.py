@@ -108,6 +108,20 @@ class PTuningConfig(PromptConfig):
             )
         if self.train_backbone and self.placement != "template":
             raise ValueError("train_backbone applies to placement 'template' only")
+        if self.placement == "template":
+            # no new head and no prompt slots in front: these fields have nothing to act on
+            unused = {
+                "position": (self.position, "keep"),
+                "head": (self.head, "task"),
+                "head_only_epochs": (self.head_only_epochs, 0),
+            }
+            for name, (value, default) in unused.items():
+                if value != default:
+                    raise ValueError(
+                        f"{name} {value!r} does not apply to placement 'template' (the pseudo "
+                        "tokens take their places in the text, the MLM head is the head); "
+                        f"leave it at {default!r}"
+                    )
         if not self.backbone_lr > 0:
             raise ValueError(f"backbone_lr must be > 0, got {self.backbone_lr!r}")
 
@@ -162,7 +176,7 @@ class PTuning(PromptMethod):
         for name in head_parameter_names(backbone):  # the unused [CLS] head never trains
             backbone.get_parameter(name).requires_grad_(False)
         shaped = ShapedSource(source, Placement.INPUT, geometry(backbone.config))
-        return TemplateModel(backbone, head, shaped, self._template)
+        return TemplateModel(backbone, head, shaped, self._template, self.config.prompt_dropout)
 
     def _tuned_backbone(self, model: nn.Module) -> list[str]:
         """Backbone and MLM-head parameter names trained under ``train_backbone``."""

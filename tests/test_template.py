@@ -208,6 +208,22 @@ def test_clear_errors(checkpoints) -> None:
             get_task("rte"), verbalizer={"entailment": "good", "not_entailment": "zzzqqq"}))
     with pytest.raises(UserError, match="train_backbone applies to placement 'template' only"):
         build_method("p_tuning", {"train_backbone": True})
+    with pytest.raises(UserError, match="head_only_epochs 1 does not apply to placement"):
+        build_method("p_tuning", {"profile": "official", "head_only_epochs": 1})
+
+
+def test_prompt_dropout_acts_on_the_pseudo_tokens_in_training(checkpoints) -> None:
+    method, model, tokenizer = attached("bert", checkpoints, prompt_dropout=0.5)
+    batch = encode(tokenizer, PAIRS)
+    model.train()
+    model.model.eval()  # only the pseudo-token dropout acts
+    torch.manual_seed(1)
+    with torch.no_grad():
+        first, second = model(**batch).logits, model(**batch).logits
+    assert not torch.allclose(first, second)
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(**batch).logits, model(**batch).logits)
 
 
 def test_task_yaml_template_validation() -> None:
