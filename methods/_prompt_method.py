@@ -93,13 +93,19 @@ class PromptConfig(MethodConfig):
             "'per_example' (each example gets its own mask, as the original codes)."
         },
     )
-    warmup_ratio: float | None = field(
+    warmup_ratio_override: float | None = field(
         default=None,
-        metadata={"help": "Overrides the training config's warmup_ratio (None: keep it)."},
+        metadata={
+            "help": "Replaces the training config's warmup_ratio for this method (None: keep "
+            "it); the official profiles set the original trainers' value."
+        },
     )
-    weight_decay: float | None = field(
+    weight_decay_override: float | None = field(
         default=None,
-        metadata={"help": "Overrides the training config's weight_decay (None: keep it)."},
+        metadata={
+            "help": "Replaces the training config's weight_decay for this method (None: keep "
+            "it); the official profiles set the original trainers' value."
+        },
     )
 
     #: The ``official`` profile: field -> value and the original's file:line (per method).
@@ -109,8 +115,8 @@ class PromptConfig(MethodConfig):
         "init_std",
         "head",
         "prompt_dropout_mask",
-        "warmup_ratio",
-        "weight_decay",
+        "warmup_ratio_override",
+        "weight_decay_override",
     )
 
     @classmethod
@@ -137,10 +143,11 @@ class PromptConfig(MethodConfig):
                 )
         if not self.init_std > 0:
             raise ValueError(f"init_std must be > 0, got {self.init_std!r}")
-        if self.warmup_ratio is not None and not 0.0 <= self.warmup_ratio < 1.0:
-            raise ValueError(f"warmup_ratio must be in [0, 1) or None, got {self.warmup_ratio!r}")
-        if self.weight_decay is not None and self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0 or None, got {self.weight_decay!r}")
+        warmup, decay = self.warmup_ratio_override, self.weight_decay_override
+        if warmup is not None and not 0.0 <= warmup < 1.0:
+            raise ValueError(f"warmup_ratio_override must be in [0, 1) or None, got {warmup!r}")
+        if decay is not None and decay < 0:
+            raise ValueError(f"weight_decay_override must be >= 0 or None, got {decay!r}")
         if self.position not in POSITIONS:
             raise ValueError(
                 f"position must be one of {', '.join(POSITIONS)}, got {self.position!r}"
@@ -260,14 +267,14 @@ class PromptMethod(Method):
         ]
 
     def train_config(self, train: TrainConfig) -> TrainConfig:
-        """The training config with this method's ``warmup_ratio``/``weight_decay`` overrides
-        (the ``official`` profiles: the original trainers' defaults)."""
+        """The training config with this method's ``warmup_ratio_override`` and
+        ``weight_decay_override`` applied (``official`` profiles: the original trainers')."""
         import dataclasses
 
         changes = {
-            name: getattr(self.config, name)
+            name: getattr(self.config, f"{name}_override")
             for name in ("warmup_ratio", "weight_decay")
-            if getattr(self.config, name) is not None
+            if getattr(self.config, f"{name}_override") is not None
         }
         return dataclasses.replace(train, **changes) if changes else train
 

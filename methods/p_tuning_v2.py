@@ -77,10 +77,10 @@ class PTuningV2Config(PromptConfig):
             "model/sequence_classification.py:131-141: the prefix is expanded to the batch "
             "before the dropout",
         ),
-        "warmup_ratio": Official(
+        "warmup_ratio_override": Official(
             0.0, "run_script/*.sh pass no --warmup_*: Trainer default warmup_ratio 0"
         ),
-        "weight_decay": Official(
+        "weight_decay_override": Official(
             0.0, "run_script/*.sh pass no --weight_decay: Trainer default 0.0"
         ),
     }
