@@ -79,8 +79,8 @@ def tokenize_task(
 
     disable_progress_bars()  # our own bars report progress; per-step library bars are noise
     key_source = [PIPELINE_VERSION, loaded.spec.name, loaded.fingerprint, tokenizer_id, max_length]
-    if loaded.spec.template is not None:
-        key_source.append(loaded.spec.template)
+    if loaded.spec.input_format is not None:
+        key_source.append(loaded.spec.input_format)
     key = hashlib.sha256(json.dumps(key_source).encode()).hexdigest()[:20]
     if key in _memo:
         return _memo[key]
@@ -123,9 +123,9 @@ def _tokenize_split(
 def _encode_texts(
     batch: dict[str, list], spec: TaskSpec, tokenizer: PreTrainedTokenizerBase, max_length: int
 ) -> dict[str, list]:
-    from tasks.templates import render_batch
+    from tasks.input_formats import render_batch
 
-    texts = render_batch(spec.template, spec.text_fields, batch)
+    texts = render_batch(spec.input_format, spec.text_fields, batch)
     encoded = tokenizer(*texts, truncation=True, max_length=max_length)
     out = {k: encoded[k] for k in _MODEL_INPUTS if k in encoded}
     out["labels"] = batch["label"]
@@ -136,9 +136,9 @@ def _encode_choices(
     batch: dict[str, list], spec: TaskSpec, tokenizer: PreTrainedTokenizerBase, max_length: int
 ) -> dict[str, list]:
     """Multiple choice: every model input holds one token list per choice ([C][T] per row)."""
-    from tasks.templates import render_batch
+    from tasks.input_formats import render_batch
 
-    rows = render_batch(spec.template, spec.text_fields, batch)
+    rows = render_batch(spec.input_format, spec.text_fields, batch)
     counts = [len(choices) for choices in rows]
     firsts = [first for choices in rows for first, _ in choices]
     seconds = [second for choices in rows for _, second in choices]

@@ -113,7 +113,7 @@ class _Context:
         import dataclasses
 
         from bench.protocols import resolve
-        from tasks.templates import with_template
+        from tasks.input_formats import with_input_format
 
         request = self.request
         suite_train, suite_method = (
@@ -126,7 +126,7 @@ class _Context:
             values = {**suite_train, **point_train, **request.train}
             train = TrainConfig.from_dict(values)
             train = dataclasses.replace(train, protocol=resolve(train.protocol, spec))
-            with_template(spec, train.template)
+            with_input_format(spec, train.input_format)
             config = cls.config_cls.from_dict(
                 {**suite_method, **point_method, **request.method_overrides}
             ).to_dict()

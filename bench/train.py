@@ -131,12 +131,12 @@ def train_run(
     from bench.protocols import make_splits
     from methods import build_method
     from tasks import get_task
-    from tasks.templates import with_template
+    from tasks.input_formats import with_input_format
 
     started = time.perf_counter()
     device = pick_device(device)
     configure_device(device)
-    spec = with_template(get_task(run.task), run.train.template)
+    spec = with_input_format(get_task(run.task), run.train.input_format)
     cfg = run.train
     kind = spec.kind.value
 
@@ -154,6 +154,7 @@ def train_run(
     # Model: the same seeded backbone for every method; the method decides what trains.
     seed_everything(run.seed)
     method = build_method(run.method, run.method_config)
+    cfg = method.train_config(cfg)  # a method's warm-up / weight-decay overrides
     backbone = load_backbone(ref, spec, tokenizer.pad_token_id)
     model = method.attach(backbone, spec, attach_data(tokenizer, spec, train_split)).to(device)
     method.check_length(model, max_length)
@@ -421,7 +422,10 @@ def attach_data(tokenizer: Any, spec: TaskSpec, train_split: Any, examples: int 
         rows = [choice for row in rows for choice in row]
     sample = [token for row in rows for token in row if token not in special]
     return AttachData(
-        keyword_ids=list(keywords), sample_ids=sample, vocab_ids=ordinary_vocab_ids(tokenizer)
+        keyword_ids=list(keywords),
+        sample_ids=sample,
+        vocab_ids=ordinary_vocab_ids(tokenizer),
+        tokenizer=tokenizer,
     )
 
 

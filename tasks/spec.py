@@ -270,9 +270,10 @@ class TaskSpec:
     labelled non-train splits, evaluated at the end of a run; ``report_splits`` (a subset) are
     the ones a paper reports.
 
-    ``template`` names how the text fields become the model's input (a
-    :data:`tasks.templates.TEMPLATES` entry; ``None``: the text fields as one sequence or a pair),
-    ``templates`` the alternatives a run may pick instead (``TrainConfig.template``).
+    ``input_format`` names how the text fields become the model's input (a
+    :data:`tasks.input_formats.INPUT_FORMATS` entry; ``None``: the text fields as one sequence or
+    a pair), ``input_formats`` the alternatives a run may pick instead
+    (``TrainConfig.input_format``).
     ``meta_fields`` are columns kept beside the inputs for grouped metrics (see
     :data:`META_FIELDS`).
     """
@@ -292,8 +293,13 @@ class TaskSpec:
     label_range: tuple[float, float] | None = None
     max_length: int = 128
     keywords: tuple[str, ...] = ()
+    #: P-Tuning v1's pattern (classification only): ``{field}`` pieces, ``[P]`` markers where
+    #: the pseudo tokens go, one ``[MASK]``, and literal words; see docs/profiles.md.
     template: str | None = None
-    templates: tuple[str, ...] = ()
+    #: label -> the one-token word the MLM head scores at ``[MASK]`` (with ``template``).
+    verbalizer: Mapping[str, str] | None = None
+    input_format: str | None = None
+    input_formats: tuple[str, ...] = ()
     meta_fields: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -336,6 +342,8 @@ class TaskSpec:
                 value = value.value
             elif isinstance(value, tuple):
                 value = list(value)
+            elif isinstance(value, Mapping):  # the verbalizer
+                value = dict(value)
             out[item.name] = value
         return out
 
@@ -358,22 +366,53 @@ class TaskSpec:
         keywords = check_str_tuple(self.keywords, "keywords", allow_empty=True)
         object.__setattr__(self, "keywords", keywords)
         self._validate_template()
+        self._validate_input_format()
 
     def _validate_template(self) -> None:
-        from .templates import check_template
-
-        templates = check_str_tuple(self.templates, "templates", allow_empty=True)
-        object.__setattr__(self, "templates", templates)
-        if self.template is None and templates:
-            raise UserError(f"templates {list(templates)} are given but no default template")
-        for name in ([self.template] if self.template is not None else []) + list(templates):
-            check_template(name, self.kind, self.text_fields)
-        if self.template is not None and templates and self.template not in templates:
+        """``template`` and ``verbalizer`` come together, on classification tasks only; the
+        template uses every text field, one ``[MASK]`` and at least one ``[P]``; the verbalizer
+        names exactly the labels."""
+        if self.template is None and self.verbalizer is None:
+            return
+        if self.kind is not TaskKind.CLASSIFICATION:
             raise UserError(
-                f"template {self.template!r} must be one of templates: {', '.join(templates)}"
+                f"template/verbalizer apply to classification tasks only (a verbalizer scores "
+                f"one word per class), not {self.kind.value}"
             )
-        if self.kind is TaskKind.MULTIPLE_CHOICE and self.template is None:
-            raise UserError("a multiple_choice task needs a template that builds its choices")
+        if self.template is None or self.verbalizer is None:
+            raise UserError("template and verbalizer must be given together")
+        check_one_line(self.template, "template")
+        fields = re.findall(r"\{([^}]*)\}", self.template)
+        unknown = sorted(set(fields) - set(self.text_fields))
+        if unknown or sorted(fields) != sorted(self.text_fields):
+            raise UserError(
+                f"template must use each text field once ({', '.join(self.text_fields)}), "
+                f"got {{{'}, {'.join(fields)}}}"
+            )
+        if self.template.count("[MASK]") != 1 or "[P]" not in self.template:
+            raise UserError(
+                f"template needs exactly one [MASK] and at least one [P], got {self.template!r}"
+            )
+        verbalizer = check_str_map(self.verbalizer, "verbalizer")
+        check_exact_keys(verbalizer, "verbalizer", self.labels, "one word per label")
+        object.__setattr__(self, "verbalizer", verbalizer)
+
+    def _validate_input_format(self) -> None:
+        from .input_formats import check_input_format
+
+        formats = check_str_tuple(self.input_formats, "input_formats", allow_empty=True)
+        object.__setattr__(self, "input_formats", formats)
+        if self.input_format is None and formats:
+            raise UserError(f"input_formats {list(formats)} are given but no input_format")
+        for name in ([self.input_format] if self.input_format is not None else []) + list(formats):
+            check_input_format(name, self.kind, self.text_fields)
+        if self.input_format is not None and formats and self.input_format not in formats:
+            raise UserError(
+                f"input_format {self.input_format!r} must be one of input_formats:"
+                f" {', '.join(formats)}"
+            )
+        if self.kind is TaskKind.MULTIPLE_CHOICE and self.input_format is None:
+            raise UserError("a multiple_choice task needs an input_format that builds its choices")
 
     def _validate_fields(self) -> None:
         fields = check_str_tuple(self.text_fields, "text_fields")

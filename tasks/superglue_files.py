@@ -89,15 +89,15 @@ def _finish(columns: Columns, path: Path, spec: TaskSpec) -> Columns:
     return columns
 
 
-def _check_template(spec: TaskSpec, texts: dict[str, str], where: str) -> None:
-    """Render the row once, so that a value the template cannot use (a COPA question other
+def _check_input_format(spec: TaskSpec, texts: dict[str, str], where: str) -> None:
+    """Render the row once, so that a value the input format cannot use (a COPA question other
     than cause/effect) is reported here, as file:line, not while tokenizing."""
-    if spec.template is None:
+    if spec.input_format is None:
         return
-    from .templates import TEMPLATES
+    from .input_formats import INPUT_FORMATS
 
     try:
-        TEMPLATES[spec.template].render(texts)
+        INPUT_FORMATS[spec.input_format].render(texts)
     except ValueError as error:
         raise UserError(f"{where}: {error} (task '{spec.name}')") from None
 
@@ -113,7 +113,7 @@ def parse_superglue_jsonl(spec: TaskSpec, path: Path, text: str) -> Columns:
             key = str(keys[name])
             texts[name] = _text(lookup(row, key, where, spec.name), key, where)
             columns[name].append(texts[name])
-        _check_template(spec, texts, where)
+        _check_input_format(spec, texts, where)
         key = str(keys["label"])
         columns["label"].append(_label(spec, lookup(row, key, where, spec.name), key, where))
     return _finish(columns, path, spec)

@@ -2,7 +2,7 @@
 
 A small budget (about 1 CPU-minute): CB gets 3 epochs over 250 examples and must leave the
 majority class (28 of 56 dev examples are 'contradiction': 0.5) behind; COPA (multiple choice)
-and WiC (its default template, wic_question) train one epoch on 100 examples to show that the
+and WiC (its default input format, wic_question) train one epoch on 100 examples to show that the
 whole path runs on real data and records its metrics.
 """
 

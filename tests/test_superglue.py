@@ -16,8 +16,8 @@ from bench.cli import main
 from bench.config import TrainConfig
 from bench.errors import UserError
 from tasks import compute_metrics, get_task, load_task_data, task_names
+from tasks.input_formats import INPUT_FORMATS, render_batch, with_input_format
 from tasks.loaders import clear_cache
-from tasks.templates import TEMPLATES, render_batch, with_template
 
 NEW_TASKS = ("boolq", "cb", "copa", "wic", "wsc", "multirc", "record", "superglue_rte")
 
@@ -68,53 +68,53 @@ def test_ontonotes_tag_order_is_the_hubs() -> None:
     assert list(get_task("ontonotes").labels) == tags
 
 
-def test_templates_format_as_the_official_code() -> None:
+def test_input_formats_as_the_official_code() -> None:
     row = {"word": "bank", "sentence1": "A river bank.", "sentence2": "A bank loan."}
-    assert TEMPLATES["wic_pair"].render(row) == ("bank: A river bank.", "bank: A bank loan.")
-    assert TEMPLATES["wic_question"].render(row) == (
+    assert INPUT_FORMATS["wic_pair"].render(row) == ("bank: A river bank.", "bank: A bank loan.")
+    assert INPUT_FORMATS["wic_question"].render(row) == (
         "A river bank. A bank loan. Does bank have the same meaning in both sentences?",
     )
     wsc = {"text": "Mark told Pete he was late.", "span1_text": "Pete", "span2_text": "he"}
-    assert TEMPLATES["wsc_pair"].render(wsc) == ("he: Mark told Pete he was late.", "Pete")
+    assert INPUT_FORMATS["wsc_pair"].render(wsc) == ("he: Mark told Pete he was late.", "Pete")
     copa = {"premise": "It rained.", "question": "effect", "choice1": "A", "choice2": "B"}
     effect = [("It rained. so", "A"), ("It rained. so", "B")]
-    assert TEMPLATES["copa_choices"].render(copa) == effect
+    assert INPUT_FORMATS["copa_choices"].render(copa) == effect
     copa["question"] = "cause"
-    assert TEMPLATES["copa_choices"].render(copa)[1] == ("It rained. because", "B")
+    assert INPUT_FORMATS["copa_choices"].render(copa)[1] == ("It rained. because", "B")
     multirc = {"paragraph": "P.", "question": "Who?", "answer": "Ann"}
-    assert TEMPLATES["multirc_pair"].render(multirc) == ("P.", "Who? Ann")
+    assert INPUT_FORMATS["multirc_pair"].render(multirc) == ("P.", "Who? Ann")
     record = {"passage": "Text.\n@highlight\nNews", "query": "@placeholder won", "entity": "Ann"}
-    assert TEMPLATES["record_filled"].render(record) == ("Text.\n- News", "Ann won")
+    assert INPUT_FORMATS["record_filled"].render(record) == ("Text.\n- News", "Ann won")
     batch = {"premise": ["p", "q"], "hypothesis": ["h", "i"]}
     assert render_batch(None, ("premise", "hypothesis"), batch) == [["p", "q"], ["h", "i"]]
 
 
-def test_template_choice_per_run() -> None:
+def test_input_format_choice_per_run() -> None:
     spec = get_task("wic")
-    assert spec.template == "wic_question"  # the official default, template_id 0
-    assert with_template(spec, "wic_pair").template == "wic_pair"
-    assert with_template(spec, None) is spec
+    assert spec.input_format == "wic_question"  # the official default, template_id 0
+    assert with_input_format(spec, "wic_pair").input_format == "wic_pair"
+    assert with_input_format(spec, None) is spec
     with pytest.raises(UserError, match="offers: wic_question, wic_pair"):
-        with_template(spec, "wsc_pair")
-    with pytest.raises(UserError, match="has no template 'wic_pair'"):
-        with_template(get_task("cb"), "wic_pair")
-    assert TrainConfig(template="wic_pair").key_dict()["template"] == "wic_pair"
-    assert "template" not in TrainConfig().key_dict()  # old run keys stay valid
+        with_input_format(spec, "wsc_pair")
+    with pytest.raises(UserError, match="has no input format 'wic_pair'"):
+        with_input_format(get_task("cb"), "wic_pair")
+    assert TrainConfig(input_format="wic_pair").key_dict()["input_format"] == "wic_pair"
+    assert "input_format" not in TrainConfig().key_dict()  # old run keys stay valid
 
 
-def test_a_template_the_task_lacks_is_refused_at_plan_time(
+def test_an_input_format_the_task_lacks_is_refused_at_plan_time(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     suite = tmp_path / "mine.yaml"
     suite.write_text(
         "tasks: [wic, cb]\nmethods: [full_finetune]\n"
-        "settings:\n  - {source: test, train: {template: wic_pair}}\n"
+        "settings:\n  - {source: test, train: {input_format: wic_pair}}\n"
     )
     assert main(["run", "--dry-run", "--suite", str(suite), "--seeds", "1"]) == 2
-    assert "task 'cb' has no template 'wic_pair'" in capsys.readouterr().err
+    assert "task 'cb' has no input format 'wic_pair'" in capsys.readouterr().err
     suite.write_text(
         "tasks: [wic, cb]\nmethods: [full_finetune]\n"
-        "settings:\n  - {source: test, tasks: [wic], train: {template: wic_pair}}\n"
+        "settings:\n  - {source: test, tasks: [wic], train: {input_format: wic_pair}}\n"
     )
     assert main(["run", "--dry-run", "--suite", str(suite), "--seeds", "1"]) == 0
 

@@ -1,13 +1,14 @@
-"""Input templates: how a task's raw text fields become the sequence (or pair) the model reads.
+"""Input formats: how a task's raw text fields become the sequence (or pair) the model reads.
 
-A task without a template feeds its text fields to the tokenizer as they are (one sequence, or a
+(Not P-Tuning v1's ``template`` / ``verbalizer`` task fields, which place pseudo tokens.) A
+task without an input format feeds its text fields to the tokenizer as they are (one sequence, or a
 pair). The SuperGLUE tasks instead follow the official P-Tuning v2 code, THUDM/P-tuning-v2
 ``tasks/superglue/dataset.py``, ``SuperGlueDataset.preprocess_function`` (WiC, WSC, MultiRC,
-COPA) and ``record_preprocess_function`` (ReCoRD); each template below names the branch it
-follows. Multiple-choice templates return one pair per choice.
+COPA) and ``record_preprocess_function`` (ReCoRD); each format below names the branch it
+follows. Multiple-choice formats return one pair per choice.
 
 This module must stay light (no torch / transformers / datasets imports): the task schema
-imports it to validate template names.
+imports it to validate input format names.
 """
 
 from __future__ import annotations
@@ -30,16 +31,16 @@ Choices = list[tuple[str, str]]
 
 
 @dataclass(frozen=True)
-class Template:
+class InputFormat:
     """One way to build the model input from a row's text fields.
 
     ``render(row)`` returns the tokenizer's text(s): a 1- or 2-tuple for classification, or, for
-    a multiple-choice template (``choices``), a list of ``(first, second)`` pairs, one per
+    a multiple-choice format (``choices``), a list of ``(first, second)`` pairs, one per
     choice in label order.
     """
 
     name: str
-    fields: tuple[str, ...] = field(metadata={"help": "Text fields the template reads."})
+    fields: tuple[str, ...] = field(metadata={"help": "Text fields the format reads."})
     render: Callable[[Row], Texts | Choices] = field(metadata={"help": "Row -> text(s)."})
     source: str = field(metadata={"help": "Where the official code builds the same input."})
     choices: bool = field(default=False, metadata={"help": "One pair per choice (COPA)."})
@@ -76,41 +77,41 @@ def _record_filled(row: Row) -> Texts:
 
 
 _OFFICIAL = "THUDM/P-tuning-v2 tasks/superglue/dataset.py"
-TEMPLATES: Mapping[str, Template] = {
+INPUT_FORMATS: Mapping[str, InputFormat] = {
     t.name: t
     for t in (
-        Template(
+        InputFormat(
             "wic_question",
             ("word", "sentence1", "sentence2"),
             _wic_question,
             f"{_OFFICIAL}, preprocess_function, WiC template_id 0 (one sequence with the question)",
         ),
-        Template(
+        InputFormat(
             "wic_pair",
             ("word", "sentence1", "sentence2"),
             _wic_pair,
             f"{_OFFICIAL}, preprocess_function, WiC template_id 1 ('word: s1' / 'word: s2')",
         ),
-        Template(
+        InputFormat(
             "wsc_pair",
             ("text", "span1_text", "span2_text"),
             _wsc_pair,
             f"{_OFFICIAL}, preprocess_function, WSC template_id 0 ('span2: text' / span1)",
         ),
-        Template(
+        InputFormat(
             "multirc_pair",
             ("paragraph", "question", "answer"),
             _multirc_pair,
             f"{_OFFICIAL}, preprocess_function, MultiRC (paragraph / 'question answer')",
         ),
-        Template(
+        InputFormat(
             "copa_choices",
             ("premise", "question", "choice1", "choice2"),
             _copa_choices,
             f"{_OFFICIAL}, preprocess_function, COPA (premise + because/so, each choice)",
             choices=True,
         ),
-        Template(
+        InputFormat(
             "record_filled",
             ("passage", "query", "entity"),
             _record_filled,
@@ -118,51 +119,51 @@ TEMPLATES: Mapping[str, Template] = {
         ),
     )
 }
-"""Template name -> :class:`Template`."""
+"""Input format name -> :class:`InputFormat`."""
 
 
-def check_template(name: str, kind: TaskKind, text_fields: Sequence[str]) -> Template:
-    """The template ``name``, checked against the task's kind and text fields."""
-    if not isinstance(name, str) or name not in TEMPLATES:
-        raise unknown_name_error("template", str(name), TEMPLATES)
-    template = TEMPLATES[name]
-    if template.choices != (kind is TaskKind.MULTIPLE_CHOICE):
-        what = "builds choices" if template.choices else "builds one input"
-        raise UserError(f"template '{name}' {what}; it does not fit a {kind.value} task")
-    missing = [f for f in template.fields if f not in text_fields]
+def check_input_format(name: str, kind: TaskKind, text_fields: Sequence[str]) -> InputFormat:
+    """The input format ``name``, checked against the task's kind and text fields."""
+    if not isinstance(name, str) or name not in INPUT_FORMATS:
+        raise unknown_name_error("input format", str(name), INPUT_FORMATS)
+    fmt = INPUT_FORMATS[name]
+    if fmt.choices != (kind is TaskKind.MULTIPLE_CHOICE):
+        what = "builds choices" if fmt.choices else "builds one input"
+        raise UserError(f"input format '{name}' {what}; it does not fit a {kind.value} task")
+    missing = [f for f in fmt.fields if f not in text_fields]
     if missing:
         raise UserError(
-            f"template '{name}' reads the text field(s) {', '.join(missing)},"
+            f"input format '{name}' reads the text field(s) {', '.join(missing)},"
             f" which text_fields ({', '.join(text_fields)}) lacks"
         )
-    return template
+    return fmt
 
 
 def render_batch(
-    template_name: str | None, text_fields: Sequence[str], batch: Mapping[str, list]
+    format_name: str | None, text_fields: Sequence[str], batch: Mapping[str, list]
 ) -> list[list[str]] | list[Choices]:
     """A batch's model texts: ``[first_texts, second_texts?]`` (one list per sequence), or,
-    for a multiple-choice template, one list of choice pairs per row."""
-    if template_name is None:
+    for a multiple-choice format, one list of choice pairs per row."""
+    if format_name is None:
         return [list(batch[name]) for name in text_fields]
-    template = TEMPLATES[template_name]
+    fmt = INPUT_FORMATS[format_name]
     rows = [
-        {name: batch[name][i] for name in template.fields}
-        for i in range(len(batch[template.fields[0]]))
+        {name: batch[name][i] for name in fmt.fields}
+        for i in range(len(batch[fmt.fields[0]]))
     ]
-    rendered = [template.render(row) for row in rows]
-    if template.choices:
+    rendered = [fmt.render(row) for row in rows]
+    if fmt.choices:
         return rendered  # type: ignore[return-value]
     return [list(texts) for texts in zip(*rendered, strict=True)]
 
 
-def with_template(spec: TaskSpec, name: str | None) -> TaskSpec:
-    """``spec`` with the template ``name`` (one of ``spec.templates``); ``None`` keeps it."""
-    if name is None or name == spec.template:
+def with_input_format(spec: TaskSpec, name: str | None) -> TaskSpec:
+    """``spec`` with the input format ``name`` (one of ``spec.input_formats``); ``None`` keeps
+    it."""
+    if name is None or name == spec.input_format:
         return spec
-    if name not in spec.templates:
-        offered = (
-            ", ".join(spec.templates) or f"none (it always uses {spec.template or 'its fields'})"
-        )
-        raise UserError(f"task '{spec.name}' has no template '{name}'; it offers: {offered}")
-    return dataclasses.replace(spec, template=name)
+    if name not in spec.input_formats:
+        always = spec.input_format or "its text fields as they are"
+        offered = ", ".join(spec.input_formats) or f"none (it always uses {always})"
+        raise UserError(f"task '{spec.name}' has no input format '{name}'; it offers: {offered}")
+    return dataclasses.replace(spec, input_format=name)
