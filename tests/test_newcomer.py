@@ -3,7 +3,21 @@ before anything is written, readable records, progress and the closing summary."
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import stat
+import textwrap
+import warnings
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main
+from bench.errors import UserError
 from tests.test_report import record
+
+from helpers import tiny_cli
 
 
 def test_result_neutral_and_absent_train_keys_do_not_split_rows() -> None:
@@ -28,3 +42,227 @@ def test_result_neutral_and_absent_train_keys_do_not_split_rows() -> None:
         "p_tuning_v2 [train.group_by_length=False]",
         "p_tuning_v2 [train.group_by_length=True]",
     ]
+
+
+# --- bad input: exit 2, one message naming the field, nothing written ---------------------------
+
+
+def _suite(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "my-suite.yaml"
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+def _refused(args: list[str], out: Path, capsys, *needles: str) -> None:
+    """``args`` exit 2 with one message naming every needle, and nothing is written."""
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and err.count("error: ") == 1, err
+    for needle in needles:
+        assert needle in err, err
+    assert not out.exists(), sorted(out.rglob("*"))
+
+
+@pytest.mark.parametrize(("key", "value"), [("max_grad_norm", ".nan"), ("weight_decay", ".inf")])
+def test_nan_or_inf_in_a_suite_train_value_is_refused(
+    tiny_bert_dir, tiny_data_dir, tmp_path, capsys, key, value
+) -> None:
+    suite = _suite(tmp_path, f"tasks: [sst2]\ntrain: {{{key}: {value}}}\n")
+    out = tmp_path / "out"
+    args = tiny_cli(tiny_bert_dir, tiny_data_dir, out, "--suite", str(suite), "--seeds", "1,")
+    _refused(args, out, capsys, key, "finite")
+
+
+def test_inf_on_the_command_line_is_refused(tiny_bert_dir, tiny_data_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        main([*tiny_cli(tiny_bert_dir, tiny_data_dir, out), "--lr", "inf"])
+    assert exit_info.value.code == 2
+    assert "finite" in capsys.readouterr().err and not out.exists()
+
+
+def test_nan_method_value_in_a_suite_is_refused(tiny_bert_dir, tiny_data_dir, tmp_path, capsys):
+    suite = _suite(
+        tmp_path,
+        """\
+        tasks: [sst2]
+        settings:
+          - source: a test
+            methods: [full_finetune]
+            method: {lr: .inf}
+        """,
+    )
+    out = tmp_path / "out"
+    args = tiny_cli(tiny_bert_dir, tiny_data_dir, out, "--suite", str(suite), "--seeds", "1,")
+    del args[args.index("--lr") : args.index("--lr") + 2]  # the command line would win
+    _refused(args, out, capsys, "lr", "finite")
+
+
+def test_typo_in_a_setting_no_planned_run_uses_is_refused(
+    tiny_bert_dir, tiny_data_dir, tmp_path, capsys
+) -> None:
+    """The setting targets p_tuning_v2, the plan only full fine-tuning: the typo still stops."""
+    suite = _suite(
+        tmp_path,
+        """\
+        tasks: [sst2]
+        settings:
+          - source: a test
+            methods: [p_tuning_v2]
+            method: {promt_length: 5}
+        """,
+    )
+    out = tmp_path / "out"
+    args = tiny_cli(tiny_bert_dir, tiny_data_dir, out, "--suite", str(suite), "--seeds", "1,")
+    _refused(args, out, capsys, "promt_length", "prompt_length")
+
+
+def test_dry_run_checks_the_data_files(tiny_bert_dir, tiny_data_dir, tmp_path, capsys) -> None:
+    broken = tmp_path / "data"
+    shutil.copytree(tiny_data_dir, broken)
+    (broken / "SST-2" / "dev.tsv").unlink()
+    out = tmp_path / "out"
+    args = [*tiny_cli(tiny_bert_dir, broken, out), "--seeds", "1,", "--dry-run"]
+    _refused(args, out, capsys, "dev.tsv")
+    good = [*tiny_cli(tiny_bert_dir, tiny_data_dir, out), "--seeds", "1,", "--dry-run"]
+    assert main(good) == 0
+    printed = capsys.readouterr().out
+    assert "data checked:" in printed and "120 train" in printed
+    assert "CPU-min" in printed and "estimated CPU time" in printed
+    assert not out.exists()
+
+
+def test_pickled_only_backbone_is_refused_before_tokenization(
+    tiny_bert_dir, tiny_data_dir, tmp_path, capsys, monkeypatch
+) -> None:
+    import bench.data
+
+    pickled = tmp_path / "pickled"
+    shutil.copytree(tiny_bert_dir, pickled)
+    for weights in pickled.glob("*.safetensors"):
+        (pickled / "pytorch_model.bin").write_bytes(b"not loaded")
+        weights.unlink()
+    monkeypatch.setattr(bench.data, "tokenize_task", _never_called)
+    out = tmp_path / "out"
+    args = [*tiny_cli(pickled, tiny_data_dir, out), "--seeds", "1,"]
+    _refused(args, out, capsys, "safetensors", "pytorch_model.bin")
+    _refused([*args, "--dry-run"], out, capsys, "safetensors")
+
+
+def test_position_overflow_is_refused_before_tokenization(
+    tiny_bert_dir, tiny_data_dir, tmp_path, capsys, monkeypatch
+) -> None:
+    import bench.data
+
+    monkeypatch.setattr(bench.data, "tokenize_task", _never_called)
+    out = tmp_path / "out"
+    args = tiny_cli(tiny_bert_dir, tiny_data_dir, out, "--seeds", "1,")
+    args[args.index("full_finetune")] = "prompt_tuning"
+    _refused([*args, "--method-args", "position=shift,prompt_length=40"], out, capsys, "exceeds")
+
+
+def _never_called(*args: object, **kwargs: object) -> None:
+    raise AssertionError("bad input must be refused before tokenization")
+
+
+def test_method_args_go_to_the_methods_that_have_each_key(tiny_bert_dir, tiny_data_dir) -> None:
+    from bench.runner import PlanRequest, build_plan
+
+    def plan(args: dict) -> dict:
+        request = PlanRequest(
+            tasks=["sst2"],
+            methods=["full_finetune", "p_tuning_v2", "prompt_tuning"],
+            seeds=[1],
+            backbones=[str(tiny_bert_dir)],
+            data_dir=str(tiny_data_dir),
+            method_overrides=args,
+        )
+        return {r.method: r.method_config for r in build_plan(request)}
+
+    configs = plan({"injection": "hidden", "prompt_length": 4, "lr": 0.5})
+    assert configs["p_tuning_v2"]["injection"] == "hidden"
+    assert configs["p_tuning_v2"]["prompt_length"] == configs["prompt_tuning"]["prompt_length"] == 4
+    assert "prompt_length" not in configs["full_finetune"]
+    assert {c["lr"] for c in configs.values()} == {0.5}
+    with pytest.raises(UserError, match=r"\['injektion'\] belong to none"):
+        plan({"injektion": "hidden"})
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_records_get_the_mode_of_the_users_umask(tmp_path, umask, mode) -> None:
+    from bench import checkpoint, records
+
+    previous = os.umask(umask)
+    try:
+        records.atomic_write_json(records.record_path(tmp_path, "abc"), {"key": "abc"})
+        records.append_index(tmp_path, {"key": "abc"})
+        records.repair_index(tmp_path)  # rewrites the index atomically when it is stale
+        directory = tmp_path / "checkpoints" / "abc"
+        checkpoint.save(directory, _tiny_state())
+    finally:
+        os.umask(previous)
+    files = [records.record_path(tmp_path, "abc"), *directory.iterdir()]
+    assert {stat.S_IMODE(p.stat().st_mode) for p in files} == {mode}
+
+
+def _tiny_state():
+    import torch
+
+    from bench import checkpoint
+
+    return checkpoint.TrainState(
+        epoch=1,
+        step=2,
+        curve=[],
+        best={"score": 0.5},
+        eval_seconds=0.0,
+        train_seconds=0.0,
+        trained={"w": torch.zeros(2)},
+        best_state=None,
+        optimizer={"state": {}, "param_groups": []},
+        scheduler={},
+        data_rng=torch.zeros(4, dtype=torch.uint8),
+        torch_rng=torch.get_rng_state(),
+        cuda_rng=[],
+    )
+
+
+def test_a_resumed_run_counts_earlier_sessions_in_its_total(
+    tiny_bert_dir, tiny_data_dir, tmp_path, monkeypatch
+) -> None:
+    from bench import faults
+    from bench.train import train_run
+
+    from helpers import tiny_plan
+
+    (run,) = tiny_plan(tiny_bert_dir, tiny_data_dir, seeds=(1,))
+    directory = tmp_path / "checkpoint"
+    monkeypatch.setenv(faults.ENV, json.dumps([{"fault": "raise", "epoch": 1}]))
+    with pytest.raises(faults.InjectedFault):  # after the checkpoint of epoch 1
+        train_run(run, device="cpu", progress=False, checkpoint_dir=directory)
+    monkeypatch.delenv(faults.ENV)
+    state = directory / "state.json"  # the first session trained for 1000 s, say
+    state.write_text(
+        json.dumps({**json.loads(state.read_text()), "train_seconds": 1000.0}), encoding="utf-8"
+    )
+    result = train_run(run, device="cpu", progress=False, checkpoint_dir=directory)
+    assert result.extra["resumed_from_epoch"] == 1
+    timing = result.timing
+    assert timing["train_s"] > 1000
+    assert timing["total_s"] >= timing["train_s"] + timing["selection_eval_s"]
+
+
+def test_report_shows_no_library_warnings(tmp_path) -> None:
+    """Identical seeds make scipy's t-test warn about precision loss: not the user's problem."""
+    from bench.report.command import make_report
+    from tests.test_report import write_records
+
+    runs = [record("sst2", m, s, 0.5) for m in ("full_finetune", "p_tuning_v2") for s in (1, 2)]
+    runs += [record("rte", m, s, 0.5) for m in ("full_finetune", "p_tuning_v2") for s in (1, 2)]
+    results = write_records(tmp_path / "results", runs)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        index = make_report(results)
+    assert index == results / "report" / "README.md" and index.is_file()
+    shown = [f"{w.category.__name__}: {w.message}" for w in caught]
+    assert not [w for w in shown if "Precision loss" in w or "matplotlib" in w.lower()], shown
