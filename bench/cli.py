@@ -511,7 +511,10 @@ def command_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _dry_run(plan, selection, output, args.device)
 
-    preflight(selection.to_run)
+    try:
+        preflight(selection.to_run)
+    except UserError as error:
+        raise _with_offline_route(error, request) from None
     records.ensure_writable(output)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     options = WorkerOptions(

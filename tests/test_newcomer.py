@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import stat
 import textwrap
@@ -266,3 +267,82 @@ def test_report_shows_no_library_warnings(tmp_path) -> None:
     assert index == results / "report" / "README.md" and index.is_file()
     shown = [f"{w.category.__name__}: {w.message}" for w in caught]
     assert not [w for w in shown if "Precision loss" in w or "matplotlib" in w.lower()], shown
+
+
+# --- progress, the closing summary, estimates, the offline route --------------------------------
+
+
+def test_progress_lines_summary_and_report_path(
+    tiny_bert_dir, tiny_data_dir, tmp_path, capsys
+) -> None:
+    out = tmp_path / "out"
+    args = [a for a in tiny_cli(tiny_bert_dir, tiny_data_dir, out) if a != "--no-progress"]
+    assert main([*args, "--seeds", "1,", "--report"]) == 0
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if "sst2/full_finetune/seed1 epoch" in line]
+    assert len(lines) == 2, captured.err  # one per epoch
+    assert re.search(r"epoch 1/2 step 14/28 loss \d\.\d{4} accuracy \d\.\d{4} \(best", lines[0])
+    assert all(re.search(r"\(best \d\.\d{4}\) ETA \d+m\d\ds$", line) for line in lines)
+    summary = captured.out.splitlines()[-3:]
+    assert re.match(r"done in \d+m\d\ds: 1 run\(s\) planned: 1 ok$", summary[0])
+    assert str(out / "runs") in summary[1]
+    assert summary[2] == f"report: {out / 'report' / 'README.md'}"
+    assert (out / "report" / "README.md").is_file()
+
+
+def test_summary_without_report_names_the_command(tmp_path) -> None:
+    from bench.cli import closing_summary
+
+    runs = [{"status": "ok"}, {"status": "failed"}, {"status": "ok"}]
+    text = closing_summary(runs, 4, Path("runs"), None, 75.0)
+    assert text.splitlines()[0] == (
+        "done in 1m15s: 4 run(s) planned: 1 failed, 2 ok, 1 without a record"
+    )
+    assert "report: python -m bench report   (writes runs/report/README.md" in text
+    assert "--results elsewhere" in closing_summary(runs, 3, Path("elsewhere"), None, 1.0)
+
+
+def test_cpu_estimate_scales_with_work_size_and_threads() -> None:
+    from bench.config import RunSpec, TrainConfig
+    from bench.cpu_estimate import Rate, estimate_cpu_seconds, reference_rates
+
+    def run(method: str, epochs: int) -> RunSpec:
+        return RunSpec(
+            task="sst2",
+            method=method,
+            method_config={},
+            backbone="minilm",
+            backbone_identity="x",
+            data_dir=None,
+            data_identity="y",
+            seed=1,
+            train=TrainConfig(epochs=epochs, max_train_samples=1000, max_eval_samples=100),
+        )
+
+    rates = (
+        Rate("sst2", "full_finetune", 0.01, 0.001, threads=2, parameters=1e6),
+        Rate("rte", "full_finetune", 1.0, 1.0, threads=2, parameters=1e6),
+        Rate("sst2", "prompt_tuning", 0.005, 0.001, threads=2, parameters=1e6),
+    )
+    one = estimate_cpu_seconds(run("full_finetune", 1), 5000, {"validation": 872}, 1e6, 2, rates)
+    # 900 examples x 0.01 s + (100 selection x 2 evaluations + 100 capped dev) x 0.001 s
+    assert one == pytest.approx(9.0 + 0.3)
+    two = estimate_cpu_seconds(run("full_finetune", 2), 5000, {"validation": 872}, 1e6, 2, rates)
+    assert two == pytest.approx(18.0 + 0.4)
+    slower = estimate_cpu_seconds(run("full_finetune", 1), 5000, {"validation": 872}, 2e6, 1, rates)
+    assert slower == pytest.approx(4 * one)  # twice the parameters, half the threads
+    assert estimate_cpu_seconds(run("p_tuning", 1), None, {}, 1e6, 2, rates) is None
+    shipped = reference_rates()
+    assert {r.method for r in shipped} >= {"full_finetune", "p_tuning_v2", "prompt_tuning"}
+    estimate = estimate_cpu_seconds(run("p_tuning_v2", 3), 67349, {"validation": 872}, 22.7e6, 2)
+    assert 10 < estimate < 3600
+
+
+def test_unreachable_hub_names_the_offline_route(tmp_path, capsys, monkeypatch) -> None:
+    import bench.hub
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(bench.hub, "hub_reachable", lambda: False)
+    out = tmp_path / "out"
+    args = ["run", "--suite", "glue", "--tasks", "rte", "--methods", "full_finetune"]
+    _refused([*args, "--output", str(out)], out, capsys, "rte", "offline route", "quickstart")
