@@ -8,6 +8,8 @@ import os
 import re
 import shutil
 import stat
+import subprocess
+import sys
 import textwrap
 import warnings
 from pathlib import Path
@@ -346,3 +348,57 @@ def test_unreachable_hub_names_the_offline_route(tmp_path, capsys, monkeypatch) 
     out = tmp_path / "out"
     args = ["run", "--suite", "glue", "--tasks", "rte", "--methods", "full_finetune"]
     _refused([*args, "--output", str(out)], out, capsys, "rte", "offline route", "quickstart")
+
+
+# --- the README's quick start, in a fresh clone -------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+#: A tiny budget instead of the suite's (command-line flags win over a suite's settings).
+TINY_BUDGET = ["--max-train-samples", "40", "--epochs", "1", "--max-eval-samples", "40"]
+
+
+def quick_start_command() -> list[str]:
+    """The ``python -m bench run ...`` part of the README's quick-start block (the first
+    ``bash`` block under "## Quick start"), split into arguments after ``python -m bench``."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## Quick start") :]
+    block = section[section.index("```bash") : section.index("```", section.index("```bash") + 3)]
+    (line,) = [ln for ln in block.splitlines() if "python -m bench run" in ln]
+    return line[line.index("python -m bench run") :].split()[3:]
+
+
+def test_the_readme_quick_start_runs_on_what_ships() -> None:
+    args = quick_start_command()
+    assert args[:2] == ["run", "--suite"] and "--report" in args and "--data-dir" in args
+    from bench.suites import get_suite
+
+    suite = get_suite(args[args.index("--suite") + 1])
+    assert suite.backbones == ("minilm",) and suite.tasks == ("sst2",)
+
+
+@pytest.mark.integration
+def test_quick_start_in_a_fresh_clone(shared_data, minilm_dir, tmp_path) -> None:
+    """The README's quick start with a tiny budget, in a clone of this repository: nothing
+    tracked is written, the report holds only these runs, the summary names its path."""
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True, timeout=300)
+    args = quick_start_command()
+    args[args.index("--data-dir") + 1] = str(shared_data)
+    env = {**os.environ, "PYTHONPATH": str(clone), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", *args, *TINY_BUDGET, "--no-progress"],
+        cwd=clone,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    status = subprocess.run(
+        ["git", "status", "--porcelain"], cwd=clone, capture_output=True, text=True, check=True
+    )
+    assert status.stdout == "", status.stdout  # nothing tracked changed, nothing unignored new
+    report = clone / "runs" / "report" / "README.md"
+    assert done.stdout.splitlines()[-1] == f"report: {Path('runs') / 'report' / 'README.md'}"
+    assert "Records: 4 (4 ok)." in report.read_text(encoding="utf-8")
+    assert len(list((clone / "runs" / "runs").glob("*.json"))) == 4
