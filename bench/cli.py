@@ -615,16 +615,21 @@ def _with_offline_route(error: UserError, request: PlanRequest) -> UserError:
 
 
 def _dry_run(plan: list, selection: object, output: Path, device: str | None) -> int:
-    """Print the plan with what is done, the data checks and the time estimate (CPU time on a
-    machine without CUDA, else GPU time); nothing is written."""
+    """Print the plan with what is done, the data checks and the time estimates (CPU time too on
+    a machine without CUDA); nothing is written."""
+    import torch
     from tabulate import tabulate
 
+    from bench.estimate import ASSUMPTION, estimate_plan
     from bench.runner import check_data, check_weight_files
     from bench.sweep import describe_counts
 
     checks = check_data(plan, hub=False)
     check_weight_files(plan)
-    minutes, unit, assumption = _estimates(plan, checks, device)
+    columns = {"GPU": ([e.gpu_seconds for e in estimate_plan(plan)], ASSUMPTION)}
+    on_gpu = (device or "").startswith("cuda") or (device is None and torch.cuda.is_available())
+    if not on_gpu:
+        columns = {"CPU": _cpu_estimates(plan, checks), **columns}
     chosen = {run.key for run in selection.to_run}
     rows = [
         (
@@ -636,37 +641,34 @@ def _dry_run(plan: list, selection: object, output: Path, device: str | None) ->
             r.backbone,
             selection.statuses[r.key],
             "run" if r.key in chosen else "skip",
-            "?" if m is None else f"{m:.1f}",
+            *("?" if s[i] is None else f"{s[i] / 60:.1f}" for s, _ in columns.values()),
         )
-        for i, (r, m) in enumerate(zip(plan, minutes, strict=True))
+        for i, r in enumerate(plan)
     ]
-    headers = ["#", "key", "task", "method", "seed", "backbone", "status", "action", f"{unit}-min"]
-    print(tabulate(rows, headers=headers))
+    headers = ["#", "key", "task", "method", "seed", "backbone", "status", "action"]
+    print(tabulate(rows, headers=[*headers, *(f"{unit}-min" for unit in columns)]))
     print("\ndata checked:")
     for check in checks.values():
         print(f"  {check.line}")
     print(f"\n{describe_counts(selection, len(plan))}; records go to {output}/runs/")
-    todo = [m for r, m in zip(plan, minutes, strict=True) if r.key in chosen]
-    known = [m for m in todo if m is not None]
-    unknown = f" ({len(todo) - len(known)} runs of unknown size)" if len(known) < len(todo) else ""
-    total = sum(known)
-    amount = f"{total / 60:.1f} {unit}-hours" if total >= 60 else f"{total:.0f} {unit}-minutes"
-    print(f"estimated {unit} time of the runs to do: {amount}{unknown} [rough: {assumption}]")
+    for unit, (seconds, assumption) in columns.items():
+        todo = [s for r, s in zip(plan, seconds, strict=True) if r.key in chosen]
+        known = [s for s in todo if s is not None]
+        unknown = (
+            f" ({len(todo) - len(known)} runs of unknown size)" if len(known) < len(todo) else ""
+        )
+        total = sum(known) / 60
+        amount = f"{total / 60:.1f} {unit}-hours" if total >= 60 else f"{total:.1f} {unit}-minutes"
+        print(f"estimated {unit} time of the runs to do: {amount}{unknown} [rough: {assumption}]")
     return 0
 
 
-def _estimates(plan: list, checks: dict, device: str | None) -> tuple[list[float | None], str, str]:
-    """Minutes per run, the unit (GPU or CPU) and the estimate's assumption."""
+def _cpu_estimates(plan: list, checks: dict) -> tuple[list[float | None], str]:
+    """CPU seconds per run (None: unknown) and the estimate's assumption."""
     import torch
 
-    if (device or "").startswith("cuda") or (device is None and torch.cuda.is_available()):
-        from bench.estimate import ASSUMPTION, estimate_plan
-
-        gpu = [e.gpu_seconds for e in estimate_plan(plan)]
-        return [None if s is None else s / 60 for s in gpu], "GPU", ASSUMPTION
     from bench.backbones import resolve_backbone
-    from bench.cpu_estimate import ASSUMPTION as CPU_ASSUMPTION
-    from bench.cpu_estimate import estimate_cpu_seconds
+    from bench.cpu_estimate import ASSUMPTION, estimate_cpu_seconds
     from bench.estimate import DATASET_SIZES, backbone_parameters
     from tasks import get_task
 
@@ -679,14 +681,12 @@ def _estimates(plan: list, checks: dict, device: str | None) -> tuple[list[float
             location = ref.location if ref.is_local else None
             parameters[run.backbone] = backbone_parameters(run.backbone, location)
         sizes = checks[run.task].sizes
-        spec = get_task(run.task)
         if sizes:
             train_size = sizes.get("train")
-            evals = {s: sizes[s] for s in spec.eval_splits if s in sizes}
+            evals = {s: sizes[s] for s in get_task(run.task).eval_splits if s in sizes}
         else:
             known = DATASET_SIZES.get(run.task)
             train_size = known[0] if known else None
             evals = {"all": known[1]} if known else {}
-        seconds = estimate_cpu_seconds(run, train_size, evals, parameters[run.backbone], threads)
-        out.append(None if seconds is None else seconds / 60)
-    return out, "CPU", f"{CPU_ASSUMPTION}; {threads} torch thread(s) here"
+        out.append(estimate_cpu_seconds(run, train_size, evals, parameters[run.backbone], threads))
+    return out, f"{ASSUMPTION}; {threads} torch thread(s) here"

@@ -143,7 +143,7 @@ def _check_method_keys(values: dict[str, Any], methods: tuple[str, ...], where: 
     if unknown:
         raise UserError(
             f"{where} method: unknown key(s) {unknown} for methods {list(targets)}; "
-            f"allowed: {sorted(known)}"
+            f"allowed keys: {sorted(known)}"
         )
 
 
