@@ -45,7 +45,7 @@ def _positive_float(text: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
     if not (value > 0 and value != float("inf")):
-        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {value}")
+        raise argparse.ArgumentTypeError(f"expected a positive number (finite), got {value}")
     return value
 
 

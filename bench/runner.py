@@ -79,11 +79,17 @@ def build_plan(request: PlanRequest) -> list[RunSpec]:
                 suite_train, suite_method = (
                     request.suite.overrides(spec.name, cls.name) if request.suite else ({}, {})
                 )
-                values = {**suite_method, **request.method_overrides}
+                known = fields[cls.name]
+                # each key goes to the methods whose config has it; a command-line key that no
+                # selected method has reaches the config, which names it
+                mine = {k: v for k, v in suite_method.items() if k in known}
+                mine.update(
+                    (k, v)
+                    for k, v in request.method_overrides.items()
+                    if k in known or not any(k in f for f in fields.values())
+                )
                 try:
                     train = TrainConfig.from_dict({**suite_train, **request.train})
-                    # each key goes to the methods whose config has it
-                    mine = {k: v for k, v in values.items() if k in fields[cls.name]}
                     check_finite(mine, "method config")
                     config = cls.config_cls.from_dict(mine).to_dict()
                 except UserError as error:
