@@ -149,6 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--max-length", type=_positive_int, help="max tokens (task default)")
     run.add_argument(
+        "--protocol",
+        choices=["carved", "validation", "official-dev"],
+        help="model-selection protocol (default: the task's: validation where validation and "
+        "test labels are public, as CoNLL-2003; else a split carved from train). official-dev "
+        "selects on the reported dev split: paper reproduction only, marked in every table",
+    )
+    run.add_argument(
         "--eval-every",
         type=_positive_int,
         help="evaluate on the selection split every N steps (default: per epoch)",
@@ -443,14 +450,23 @@ def command_perf(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hours(estimates: list, field: str) -> str:
+    """Sum of the estimates' ``field`` (seconds) in hours, "?" when any is unknown."""
+    values = [getattr(e, field) for e in estimates]
+    if any(v is None for v in values):
+        return "?"
+    return f"{sum(values) / 3600:.2f}" if sum(values) < 360 else f"{sum(values) / 3600:.1f}"
+
+
 def command_run(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
     from bench import records
     from bench.executors import ExecutorConfig
-    from bench.runner import PlanRequest, build_plan, parse_seeds, preflight
+    from bench.runner import PlanRequest, build_sweep, parse_seeds, preflight
+    from bench.search import describe_searches, waiting_final_keys
     from bench.suites import get_suite
-    from bench.sweep import run_sweep, select_runs
+    from bench.sweep import describe_counts, run_stages, select_runs
     from bench.worker import WorkerOptions
     from methods import method_names
 
@@ -470,6 +486,7 @@ def command_run(args: argparse.Namespace) -> int:
         "eval_every",
         "activation_checkpointing",
         "compile",
+        "protocol",
     ):
         if getattr(args, key) is not None:
             train[key] = getattr(args, key)
@@ -501,15 +518,83 @@ def command_run(args: argparse.Namespace) -> int:
         train=train,
         method_overrides={**args.method_args, **({"lr": args.lr} if args.lr is not None else {})},
         suite=suite,
+        explicit_seeds=args.seeds is not None,
     )
     try:
-        plan = build_plan(request)
+        sweep = build_sweep(request)
     except UserError as error:
         raise _with_offline_route(error, request) from None
     output = Path(args.output)
+    stage_one = sweep.stage_one()
+    stage_one_keys = {run.key for run in stage_one}
+    finals = [r for r in sweep.finals(output) if r.key not in stage_one_keys]
+    plan = stage_one + finals
     selection = select_runs(plan, output, args.rerun_failed, args.force, args.save_delta)
     if args.dry_run:
-        return _dry_run(plan, selection, output, args.device)
+        from bench.estimate import ASSUMPTION, CPU_ASSUMPTION, estimate_plan
+        from bench.runner import check_data, check_weight_files
+
+        checks = check_data(plan, hub=False)  # the data files, as a run would load them
+        check_weight_files(plan)
+        chosen = {run.key for run in selection.to_run}
+        estimates = estimate_plan(plan)
+        searched = {r.key for r in sweep.search_runs}
+        final_keys = {r.key for r in finals}
+        rows = [
+            (
+                i + 1,
+                r.key,
+                "search" if r.key in searched else "final" if r.key in final_keys else "run",
+                r.task,
+                r.method,
+                r.seed,
+                r.backbone,
+                selection.statuses[r.key],
+                "run" if r.key in chosen else "skip",
+                "?" if e.gpu_seconds is None else f"{e.gpu_seconds / 60:.1f}",
+                "?" if e.cpu_seconds is None else f"{e.cpu_seconds / 60:.1f}",
+            )
+            for i, (r, e) in enumerate(zip(plan, estimates, strict=True))
+        ]
+        headers = ["#", "key", "stage", "task", "method", "seed", "backbone", "status", "action"]
+        print(tabulate(rows, headers=[*headers, "GPU-min", "CPU-min"]))
+        waiting = describe_searches(sweep.states(output))
+        if waiting:
+            print("\n" + waiting)
+        print("\ndata checked:")
+        for check in checks.values():
+            print(f"  {check.line}")
+        print(f"\n{describe_counts(selection, len(plan))}; records go to {output}/runs/")
+        todo = [e.gpu_seconds for r, e in zip(plan, estimates, strict=True) if r.key in chosen]
+        known = [s for s in todo if s is not None]
+        unknown = (
+            f" ({len(todo) - len(known)} runs of unknown size)" if len(known) < len(todo) else ""
+        )
+        print(
+            f"estimated GPU time of the runs to do: {sum(known) / 3600:.1f} GPU-hours{unknown}"
+            f" [rough: {ASSUMPTION}]"
+        )
+        cpu = [e.cpu_seconds for r, e in zip(plan, estimates, strict=True) if r.key in chosen]
+        cpu_known = [s for s in cpu if s is not None]
+        if cpu_known:
+            print(
+                f"estimated CPU time of the runs to do: {sum(cpu_known) / 3600:.1f} CPU-hours "
+                f"= {sum(cpu_known) / 60:.1f} CPU-min ({len(cpu_known)} runs) "
+                f"[rough: {CPU_ASSUMPTION}]"
+            )
+        later = [
+            sweep.final_runs[key]
+            for state in sweep.states(output)
+            if not state.complete
+            for key in waiting_final_keys(state.cell)
+        ]
+        if later:
+            print(
+                f"still to plan after the searches: {len(later)} final runs, about "
+                f"{_hours(estimate_plan(later), 'gpu_seconds')} GPU-hours / "
+                f"{_hours(estimate_plan(later), 'cpu_seconds')} CPU-hours (same assumptions)"
+            )
+        return 0
 
     try:
         preflight(selection.to_run)
@@ -525,8 +610,8 @@ def command_run(args: argparse.Namespace) -> int:
         timeout_s=args.timeout_min * 60 if args.timeout_min else None,
         eval_lines=not args.no_progress,
     )
-    results = run_sweep(
-        plan,
+    results, plan = run_stages(
+        sweep,
         output,
         executor,
         options,
@@ -612,81 +697,3 @@ def _with_offline_route(error: UserError, request: PlanRequest) -> UserError:
     if (request.data_dir is not None and not hub_backbone) or hub_reachable():
         return error
     return UserError(f"{error}\n{OFFLINE_ROUTE}")
-
-
-def _dry_run(plan: list, selection: object, output: Path, device: str | None) -> int:
-    """Print the plan with what is done, the data checks and the time estimates (CPU time too on
-    a machine without CUDA); nothing is written."""
-    import torch
-    from tabulate import tabulate
-
-    from bench.estimate import ASSUMPTION, estimate_plan
-    from bench.runner import check_data, check_weight_files
-    from bench.sweep import describe_counts
-
-    checks = check_data(plan, hub=False)
-    check_weight_files(plan)
-    columns = {"GPU": ([e.gpu_seconds for e in estimate_plan(plan)], ASSUMPTION)}
-    on_gpu = (device or "").startswith("cuda") or (device is None and torch.cuda.is_available())
-    if not on_gpu:
-        columns = {"CPU": _cpu_estimates(plan, checks), **columns}
-    chosen = {run.key for run in selection.to_run}
-    rows = [
-        (
-            i + 1,
-            r.key,
-            r.task,
-            r.method,
-            r.seed,
-            r.backbone,
-            selection.statuses[r.key],
-            "run" if r.key in chosen else "skip",
-            *("?" if s[i] is None else f"{s[i] / 60:.1f}" for s, _ in columns.values()),
-        )
-        for i, r in enumerate(plan)
-    ]
-    headers = ["#", "key", "task", "method", "seed", "backbone", "status", "action"]
-    print(tabulate(rows, headers=[*headers, *(f"{unit}-min" for unit in columns)]))
-    print("\ndata checked:")
-    for check in checks.values():
-        print(f"  {check.line}")
-    print(f"\n{describe_counts(selection, len(plan))}; records go to {output}/runs/")
-    for unit, (seconds, assumption) in columns.items():
-        todo = [s for r, s in zip(plan, seconds, strict=True) if r.key in chosen]
-        known = [s for s in todo if s is not None]
-        unknown = (
-            f" ({len(todo) - len(known)} runs of unknown size)" if len(known) < len(todo) else ""
-        )
-        total = sum(known) / 60
-        amount = f"{total / 60:.1f} {unit}-hours" if total >= 60 else f"{total:.1f} {unit}-minutes"
-        print(f"estimated {unit} time of the runs to do: {amount}{unknown} [rough: {assumption}]")
-    return 0
-
-
-def _cpu_estimates(plan: list, checks: dict) -> tuple[list[float | None], str]:
-    """CPU seconds per run (None: unknown) and the estimate's assumption."""
-    import torch
-
-    from bench.backbones import resolve_backbone
-    from bench.cpu_estimate import ASSUMPTION, estimate_cpu_seconds
-    from bench.estimate import DATASET_SIZES, backbone_parameters
-    from tasks import get_task
-
-    threads = torch.get_num_threads()
-    parameters: dict[str, float | None] = {}
-    out: list[float | None] = []
-    for run in plan:
-        if run.backbone not in parameters:
-            ref = resolve_backbone(run.backbone)
-            location = ref.location if ref.is_local else None
-            parameters[run.backbone] = backbone_parameters(run.backbone, location)
-        sizes = checks[run.task].sizes
-        if sizes:
-            train_size = sizes.get("train")
-            evals = {s: sizes[s] for s in get_task(run.task).eval_splits if s in sizes}
-        else:
-            known = DATASET_SIZES.get(run.task)
-            train_size = known[0] if known else None
-            evals = {"all": known[1]} if known else {}
-        out.append(estimate_cpu_seconds(run, train_size, evals, parameters[run.backbone], threads))
-    return out, f"{ASSUMPTION}; {threads} torch thread(s) here"

@@ -117,6 +117,7 @@ class RunSetup:
     sizes: dict[str, int]
     params: dict[str, Any]
     max_length: int
+    splits: Any = None  # the protocol's RunSplits (reported splits that alias an evaluated one)
     extra: dict[str, Any] = field(default_factory=dict)  # record fields: method_info, execution
 
 
@@ -208,8 +209,9 @@ def setup_run(run: RunSpec, device: str | None, micro_batch_size: int | None) ->
     import torch
 
     from bench.backbones import load_backbone, load_tokenizer, resolve_backbone
-    from bench.data import Collator, carve_selection_split, load_task, make_loader, tokenize_task
+    from bench.data import Collator, load_task, make_loader, tokenize_task
     from bench.execution import apply_execution_options, configure_device
+    from bench.protocols import make_splits
     from methods import build_method
     from tasks import get_task
 
@@ -225,14 +227,10 @@ def setup_run(run: RunSpec, device: str | None, micro_batch_size: int | None) ->
     tokenizer = load_tokenizer(ref, spec)
     max_length = cfg.max_length or spec.max_length
     tokenized = tokenize_task(loaded, tokenizer, ref.identity, max_length)
-    train_split, selection_split, sizes = carve_selection_split(tokenized["train"], cfg, run.seed)
+    splits = make_splits(tokenized, spec, cfg, run.seed)  # the run's selection protocol
+    train_split, sizes = splits.train, splits.sizes
     collator = Collator(tokenizer, regression=kind == "regression")
-    eval_splits = {"selection": selection_split.to_list()}
-    for name in spec.eval_splits:
-        split = tokenized[name]
-        if cfg.max_eval_samples and len(split) > cfg.max_eval_samples:
-            split = split.select(range(cfg.max_eval_samples))
-        eval_splits[name] = split.to_list()
+    eval_splits = {name: split.to_list() for name, split in splits.evaluated.items()}
 
     # Model: the same seeded backbone for every method; the method decides what trains.
     seed_everything(run.seed)
@@ -278,6 +276,7 @@ def setup_run(run: RunSpec, device: str | None, micro_batch_size: int | None) ->
         sizes={**vars(sizes), **{f"eval_{k}": len(v) for k, v in eval_splits.items()}},
         params=params.to_dict(),
         max_length=max_length,
+        splits=splits,
         extra={"method_info": method_info, **({"execution": execution} if execution else {})},
     )
 
@@ -509,6 +508,7 @@ def final_evaluation(
         metrics[name] = evaluate(
             setup.model, split, setup.spec, setup.collator, setup.cfg, setup.device, progress
         )
+    metrics = setup.splits.with_aliases(metrics)  # splits the protocol evaluates once
     return metrics, time.perf_counter() - tick
 
 

@@ -311,42 +311,6 @@ def test_summary_without_report_names_the_command(tmp_path) -> None:
     assert "--results elsewhere" in closing_summary(runs, 3, Path("elsewhere"), None, 1.0)
 
 
-def test_cpu_estimate_scales_with_work_size_and_threads() -> None:
-    from bench.config import RunSpec, TrainConfig
-    from bench.cpu_estimate import Rate, estimate_cpu_seconds, reference_rates
-
-    def run(method: str, epochs: int) -> RunSpec:
-        return RunSpec(
-            task="sst2",
-            method=method,
-            method_config={},
-            backbone="minilm",
-            backbone_identity="x",
-            data_dir=None,
-            data_identity="y",
-            seed=1,
-            train=TrainConfig(epochs=epochs, max_train_samples=1000, max_eval_samples=100),
-        )
-
-    rates = (
-        Rate("sst2", "full_finetune", 0.01, 0.001, threads=2, parameters=1e6),
-        Rate("rte", "full_finetune", 1.0, 1.0, threads=2, parameters=1e6),
-        Rate("sst2", "prompt_tuning", 0.005, 0.001, threads=2, parameters=1e6),
-    )
-    one = estimate_cpu_seconds(run("full_finetune", 1), 5000, {"validation": 872}, 1e6, 2, rates)
-    # 900 examples x 0.01 s + (100 selection x 2 evaluations + 100 capped dev) x 0.001 s
-    assert one == pytest.approx(9.0 + 0.3)
-    two = estimate_cpu_seconds(run("full_finetune", 2), 5000, {"validation": 872}, 1e6, 2, rates)
-    assert two == pytest.approx(18.0 + 0.4)
-    slower = estimate_cpu_seconds(run("full_finetune", 1), 5000, {"validation": 872}, 2e6, 1, rates)
-    assert slower == pytest.approx(4 * one)  # twice the parameters, half the threads
-    assert estimate_cpu_seconds(run("p_tuning", 1), None, {}, 1e6, 2, rates) is None
-    shipped = reference_rates()
-    assert {r.method for r in shipped} >= {"full_finetune", "p_tuning_v2", "prompt_tuning"}
-    estimate = estimate_cpu_seconds(run("p_tuning_v2", 3), 67349, {"validation": 872}, 22.7e6, 2)
-    assert 10 < estimate < 3600
-
-
 def test_unreachable_hub_names_the_offline_route(tmp_path, capsys, monkeypatch) -> None:
     import bench.hub
 
