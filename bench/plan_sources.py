@@ -57,6 +57,8 @@ def _values(setting: Setting) -> str:
 
 def _hours(seconds: Sequence[float | None]) -> str:
     known = [s for s in seconds if s is not None]
+    if not known:
+        return "GPU time unknown (data or backbone size unknown)"
     total = sum(known)
     text = f"{total / 3600:.1f} GPU-hours" if total >= 360 else f"{total / 60:.1f} GPU-min"
     unknown = len(seconds) - len(known)
