@@ -21,18 +21,24 @@ REPO = Path(__file__).resolve().parents[1]
 NER = {"conll2003", "conll04", "ontonotes"}
 
 
-def record(task: str, method: str, seed: int, score: float, backbone: str) -> dict[str, Any]:
+def record(
+    task: str, method: str, seed: int, score: float, backbone: str, profile: str = "project"
+) -> dict[str, Any]:
     """A minimal ok run record: ``score`` (a fraction) as the task's headline metric (entity F1
     on test for NER, accuracy on validation otherwise)."""
     split, metric = ("test", "f1") if task in NER else ("validation", "accuracy")
     return {
-        "key": f"{backbone}-{task}-{method}-{seed}",
+        "key": f"{backbone}-{task}-{method}-{seed}-{profile}",
         "task": task,
         "method": method,
         "seed": seed,
         "backbone": backbone,
         "status": "ok",
-        "config": {"method_config": {}, "train": {}, "backbone_identity": f"hub:{backbone}"},
+        "config": {
+            "method_config": {"profile": profile},
+            "train": {},
+            "backbone_identity": f"hub:{backbone}",
+        },
         "protocol": {"report_splits": [split], "primary_metric": metric},
         "metrics": {split: {metric: score}},
         "finished_at": "2026-01-01T00:00:00+00:00",
@@ -64,6 +70,7 @@ RECORDS = [
     record("boolq", "prompt_tuning", 1, 0.70, "bert-large-cased"),
     record("conll04", "p_tuning_v2", 1, 0.80, "google-bert/bert-large-uncased"),
     record("wic", "p_tuning_v2", 1, 0.60, "minilm"),
+    record("superglue_rte", "p_tuning_v2", 1, 0.90, "roberta-large", profile="official"),
     record("sst2", "p_tuning_v2", 1, 0.90, "roberta-large"),  # not a paper column
 ]
 
@@ -90,7 +97,7 @@ def test_paper_table_puts_ours_beside_published_with_the_difference(tmp_path: Pa
     )
     table = paper.build_paper_table(collect.run_frame(RECORDS), published.load_published(folder))
     assert [b for b, _ in table.blocks] == ["BERT-large", "RoBERTa-large", "minilm"]
-    assert dict(table.blocks)["RoBERTa-large"] == ("FT", "PT-2")
+    assert dict(table.blocks)["RoBERTa-large"] == ("FT", "PT-2", "PT-2 (official)")
     assert [c.task for c in table.columns] == ["boolq", "superglue_rte", "wic", "wsc", "conll04"]
 
     rte = table.cell("RoBERTa-large", "PT-2", "superglue_rte")
@@ -102,6 +109,10 @@ def test_paper_table_puts_ours_beside_published_with_the_difference(tmp_path: Pa
     )
     assert paper.cell_text(table.cell("RoBERTa-large", "PT-2", "conll04")) == "90.0 / 88.4‡ (+1.6)"
     assert paper.cell_text(table.cell("RoBERTa-large", "PT-2", "wsc")) == "— / 64.4‡"
+    # The official profile's row is compared with the same published number.
+    official = table.cell("RoBERTa-large", "PT-2 (official)", "superglue_rte")
+    assert paper.cell_text(official) == "90.0 / 85.0† (+5.0)"
+    assert paper.cell_text(table.cell("RoBERTa-large", "PT-2 (official)", "wsc")) == "— / 64.4‡"
     # A published split that is not our headline split is shown but not compared.
     boolq = table.cell("BERT-large", "PT", "boolq")
     assert not boolq.comparable and paper.cell_text(boolq) == "70.0 / 67.2†"

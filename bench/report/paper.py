@@ -12,6 +12,9 @@ also those of our headline; a marker (†, ‡, …) names its source file below
 several files give a number for one cell, the first file in name order wins and the others stay
 in ``tables/published.md``.
 
+A published number stands beside every row of its method in the block: ``PT-2`` and
+``PT-2 (official)`` (the official profile) are both compared with it.
+
 ``bench.report.build`` writes ``tables/paper.{md,tex,csv}`` when some record is on a task of
 the layout.
 """
@@ -172,17 +175,22 @@ def build_paper_table(frame: pd.DataFrame, references: list[Reference]) -> Paper
     for ref in references:
         if ref.task not in tasks or ref.method not in METHODS:
             continue
-        key = (block_of(ref.backbone), METHODS[ref.method], ref.task)
+        key = (block_of(ref.backbone), ref.method, ref.task)
         chosen.setdefault(key, ref)
     files = list(dict.fromkeys(ref.file for ref in chosen.values()))
     markers = {name: MARKERS[i % len(MARKERS)] * (1 + i // len(MARKERS)) for i, name in
                enumerate(files)}  # fmt: skip
-    for (block, label, task), ref in chosen.items():
-        rows.setdefault(block, {}).setdefault(label, ref.method)
-        base = cells.get((block, label, task), PaperCell())
-        cells[(block, label, task)] = PaperCell(
-            base.ours, base.std, base.n, base.split, base.metric, ref, markers[ref.file]
-        )
+    for (block, method, task), ref in chosen.items():
+        # beside every row of that method (its profiles and variants), else on a row of its own
+        labels = [lab for lab, m in rows.get(block, {}).items() if m == method]
+        if not labels:
+            labels = [METHODS[method]]
+            rows.setdefault(block, {})[labels[0]] = method
+        for label in labels:
+            base = cells.get((block, label, task), PaperCell())
+            cells[(block, label, task)] = PaperCell(
+                base.ours, base.std, base.n, base.split, base.metric, ref, markers[ref.file]
+            )
 
     order = {m: i for i, m in enumerate(METHODS)}
     blocks = tuple(
