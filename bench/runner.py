@@ -98,6 +98,8 @@ def build_plan(request: PlanRequest) -> list[RunSpec]:
                             data_identity=identities[spec.name],
                             seed=seed,
                             train=train,
+                            suite=request.suite.name if request.suite else None,
+                            budget=request.suite.budget if request.suite else None,
                         )
                     )
     return plan

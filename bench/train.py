@@ -111,10 +111,11 @@ def train_run(
 
     from bench import checkpoint, faults
     from bench.backbones import load_backbone, load_tokenizer, resolve_backbone
+    from bench.chance import split_levels
     from bench.data import Collator, carve_selection_split, load_task, make_loader, tokenize_task
     from bench.execution import apply_execution_options, configure_device
     from methods import build_method
-    from tasks import get_task
+    from tasks import compute_metrics, get_task
 
     started = time.perf_counter()
     device = pick_device(device)
@@ -288,9 +289,12 @@ def train_run(
 
         save_delta(delta_path, method, model, run)
     metrics: dict[str, dict[str, float]] = {}
+    chance: dict[str, dict[str, Any]] = {}
     tick = time.perf_counter()
     for name, split in eval_splits.items():
-        metrics[name] = evaluate(model, split, spec, collator, cfg, device, progress)
+        predictions, references = predict(model, split, spec, collator, cfg, device, progress)
+        metrics[name] = compute_metrics(spec, predictions, references)
+        chance[name] = split_levels(kind, predictions, references)
     final_eval_seconds = time.perf_counter() - tick
 
     return RunResult(
@@ -315,6 +319,7 @@ def train_run(
             "micro_batch_size": micro,
             "grad_accum_steps": math.ceil(cfg.batch_size / micro),
             "resumed_from_epoch": resumed.epoch if resumed else None,
+            "chance": chance,
             **({"execution": execution} if execution else {}),
         },
     )
@@ -436,11 +441,28 @@ def evaluate(
     progress: bool = True,
 ) -> dict[str, float]:
     """The task's metrics of ``model`` on tokenized ``examples`` (token tasks: on words)."""
+    from tasks import compute_metrics
+
+    predictions, references = predict(model, examples, spec, collator, cfg, device, progress)
+    return compute_metrics(spec, predictions, references)
+
+
+def predict(
+    model: nn.Module,
+    examples: list[dict[str, Any]],
+    spec: TaskSpec,
+    collator: Collator,
+    cfg: Any,
+    device: str,
+    progress: bool = True,
+) -> tuple[list[Any], list[Any]]:
+    """(predictions, references) of ``model`` on tokenized ``examples``, as
+    :func:`tasks.compute_metrics` takes them: class indices, floats, or one list of tag names
+    per sentence (words, not sub-tokens)."""
     import torch
     from tqdm.auto import tqdm
 
     from bench.data import make_loader
-    from tasks import compute_metrics
 
     kind = spec.kind.value
     # Longest first: batches hold examples of similar length, so little compute goes to padding
@@ -478,7 +500,7 @@ def evaluate(
                     references.append([spec.labels[tag] for tag in example["word_tags"]])
             offset += len(labels)
     model.train(was_training)
-    return compute_metrics(spec, predictions, references)
+    return predictions, references
 
 
 def peak_memory_bytes(device: str) -> int:

@@ -9,6 +9,10 @@ Rows of a table are *methods*, split into *variants* only where one task holds r
 method with different configurations (say ``injection=kv`` and ``injection=hidden``). Values that
 differ only from task to task (a per-task learning rate) do not split a row; the footnote lists
 them instead.
+
+Each row also says whether the run scored at chance (:mod:`bench.report.learned`: ``at_chance``
+True, False or None when the record cannot tell, ``chance_levels``) and the budget it was
+trained at (:mod:`bench.report.budget`: ``budget``, ``run_suite``, ``budget_inferred``).
 """
 
 from __future__ import annotations
@@ -65,6 +69,11 @@ COLUMNS = (
     "finished_at",
     "error",
     "metrics",
+    "at_chance",
+    "budget",
+    "run_suite",
+    "budget_inferred",
+    "chance_levels",
 )
 
 
@@ -161,8 +170,12 @@ def score_of(record: dict[str, Any], split: str, metric: str) -> float:
 
 
 def _row(record: dict[str, Any], suites: dict[str, str]) -> dict[str, Any]:
+    from bench.report.budget import run_budget
+    from bench.report.learned import at_chance, levels_kind
+
     split, metric = headline(record)
     ok = record["status"] == STATUS_OK
+    budget = run_budget(record)
     params = (record.get("params") or {}) if ok else {}
     config = record.get("config") or {}
     error = record.get("error") or {}
@@ -193,6 +206,11 @@ def _row(record: dict[str, Any], suites: dict[str, str]) -> dict[str, Any]:
         if error
         else "",
         "metrics": json.dumps(record.get("metrics") or {} if ok else {}, sort_keys=True),
+        "at_chance": at_chance(record, split, metric) if ok else None,
+        "budget": budget.budget,
+        "run_suite": budget.suite,
+        "budget_inferred": budget.inferred,
+        "chance_levels": levels_kind(record, split),
     }
 
 
