@@ -217,9 +217,9 @@ def footnote(frame: pd.DataFrame, backbone: str) -> list[str]:
         "Reported: "
         + "; ".join(f"{t} {_split_metric(runs, t)[0]} ({_split_metric(runs, t)[1]})" for t in tasks)
         + ".",
+        *_marker_notes(runs),
         "Budget: " + "; ".join(_budget(runs, rows, tasks, f) for f in BUDGET_FIELDS) + ".",
     ]
-    lines += _marker_notes(runs)
     lines += _identity_notes(runs, tasks)
     superseded = [key for b, key in frame.attrs.get("superseded", []) if b == backbone]
     if superseded:
