@@ -13,14 +13,13 @@ from scipy import stats as scipy_stats
 
 from bench.chance import split_levels
 from bench.errors import UserError
-from bench.report import budget, claims, collect, learned, stats, tables, verdicts
+from bench.report import budget, claims, collect, learned, simulate, stats, tables, verdicts
 from bench.suites import builtin_suites, parse_suite
 from tests.test_report import record
 
-ALPHA = 0.05
-SIMULATIONS = 2000
-#: Monte Carlo margin of a rate estimated from SIMULATIONS draws at ALPHA: two standard errors.
-MARGIN = 2 * math.sqrt(ALPHA * (1 - ALPHA) / SIMULATIONS)
+ALPHA = simulate.ALPHA
+#: Monte Carlo margin of a rate estimated from 2,000 draws at ALPHA: two standard errors.
+MARGIN = 2 * math.sqrt(ALPHA * (1 - ALPHA) / simulate.SIMULATIONS)
 
 
 def claim_frame(
@@ -287,41 +286,26 @@ def test_min_detectable_difference_has_the_stated_power() -> None:
     assert f"MDE of {c.mde:.2f}" in c.reason and f"about {c.seeds_needed} seeds" in c.reason
 
 
-# --- error rates, simulated -----------------------------------------------------------------------
+# --- error rates, simulated (bench.report.simulate; the rates are in docs/statistics.md) ---------
 
 
-def _noise(rng: np.random.Generator, kind: str, shape: tuple[int, ...]) -> np.ndarray:
-    if kind == "normal":
-        return rng.normal(0.0, 1.0, shape)
-    return rng.standard_t(3, shape) / math.sqrt(3.0)  # heavy tails (t, 3 df), unit variance
-
-
-def _supported_rate(true_delta: float, bound: float, kind: str, sd: float, seed: int) -> float:
-    """How often the rule says "supported" for Δ > bound over SIMULATIONS 5-vs-5 comparisons."""
-    rng = np.random.default_rng(seed)
-    a = 70.0 + true_delta + sd * _noise(rng, kind, (SIMULATIONS, 5))
-    b = 70.0 + sd * _noise(rng, kind, (SIMULATIONS, 5))
-    support, against = verdicts.direction_p_values(a, b, bound, None)
-    decided = verdicts.decide(support, against, ALPHA)  # a family of one: Holm changes nothing
-    return float(np.mean(decided == verdicts.SUPPORTED))
-
-
-@pytest.mark.parametrize("kind", ["normal", "heavy-tailed"])
+@pytest.mark.parametrize("kind", simulate.NOISES)
 def test_supported_at_most_alpha_under_the_null_and_mostly_when_true(kind: str) -> None:
-    for bound, seed in ((2.0, 1), (-1.0, 2), (0.0, 3)):
-        assert _supported_rate(bound, bound, kind, sd=2.0, seed=seed) <= ALPHA + MARGIN
-    assert _supported_rate(2.0 + 3.0, 2.0, kind, sd=1.0, seed=4) >= 0.9
+    for _, delta, bound, sd, seed in simulate.CASES[:3]:
+        assert delta == bound
+        assert simulate.supported_rate(delta, bound, kind, sd, seed) <= ALPHA + MARGIN
+    assert simulate.supported_rate(2.0 + 3.0, 2.0, kind, sd=1.0, seed=4) >= 0.9
 
 
-@pytest.mark.parametrize("kind", ["normal", "heavy-tailed"])
+@pytest.mark.parametrize("kind", simulate.NOISES)
 def test_holm_keeps_the_family_wise_error_of_a_claim(kind: str) -> None:
-    """Five tasks all at the bound: "any task supported" happens in at most α of the claims."""
-    rng = np.random.default_rng(5)
-    a = 2.0 + _noise(rng, kind, (SIMULATIONS, 5, 5))
-    b = _noise(rng, kind, (SIMULATIONS, 5, 5))
-    support, against = verdicts.direction_p_values(a, b, 2.0, None)
-    adjusted = np.array([stats.holm(row) for row in support])
-    anything = np.any(verdicts.decide(adjusted, adjusted * 0 + 1, ALPHA) == "supported", axis=1)
-    assert float(np.mean(anything)) <= ALPHA + MARGIN
-    unadjusted = np.any(support < ALPHA, axis=1)
-    assert float(np.mean(unadjusted)) > 2 * ALPHA  # without Holm the family error is far above α
+    """Five tasks all at the bound: "any task supported" happens in at most α of the claims,
+    and without Holm in far more."""
+    assert simulate.supported_rate(2.0, 2.0, kind, 1.0, 5, tasks=5) <= ALPHA + MARGIN
+    assert simulate.supported_rate(2.0, 2.0, kind, 1.0, 5, tasks=5, holm=False) > 2 * ALPHA
+
+
+def test_welch_interval_holds_its_coverage_where_the_bootstrap_did_not() -> None:
+    covered = simulate.coverage(seeds=3, seed=11, n=200)
+    assert covered["welch"] >= 0.95 - 2 * math.sqrt(0.05 * 0.95 / 200)
+    assert covered["bootstrap"] < 0.9
