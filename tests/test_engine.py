@@ -236,9 +236,10 @@ def test_end_to_end_records_every_field(tiny_bert_dir, tiny_data_dir, tmp_path) 
     assert {"validation", "test"} <= set(conll["metrics"])
     sst2 = next(records.read_record(out_dir, e["key"]) for e in index if e["task"] == "sst2")
     levels = sst2["chance"]["validation"]
-    assert 0.5 <= levels["majority_rate"] <= 1 and levels["examples"] == sst2["sizes"][
-        "eval_validation"
-    ]
+    assert (
+        0.5 <= levels["majority_rate"] <= 1
+        and levels["examples"] == sst2["sizes"]["eval_validation"]
+    )
     assert stsb["chance"]["validation"]["majority_rate"] is None
     assert conll["chance"]["test"]["distinct_predictions"] >= 1
 

@@ -2,7 +2,9 @@
 and the numbers the verdict is decided with (:class:`ClaimSpec`, :class:`Settings`).
 
 A claim says that the treatment methods beat each baseline method by a difference Δ inside an
-interval (``lower``, ``upper``) in points, on enough tasks (``min_tasks``). How a verdict is
+interval (``lower``, ``upper``) in points, on enough tasks (``min_tasks``). It says whose words
+its ``statement`` is (``wording``: the project brief's or the source's) and quotes the source
+(``quote``). How a verdict is
 decided from the runs is :mod:`bench.report.verdicts`; :meth:`ClaimSpec.rule` writes the rule
 out in words, with the claim's numbers, for the report.
 """

@@ -563,6 +563,28 @@ def to_frame(results: Sequence[ClaimResult]) -> pd.DataFrame:
     return frame
 
 
+SUMMARY_HEADERS = (
+    "claim",
+    "backbone",
+    "verdict",
+    "judged at",
+    "tasks counted",
+    "left out: not learned",
+    "statement",
+)
+
+
 def summary_rows(results: Sequence[ClaimResult]) -> list[list[str]]:
-    """(claim, backbone, verdict, statement) rows for the index."""
-    return [[r.claim.id, r.backbone, f"**{r.verdict}**", r.claim.statement] for r in results]
+    """One row per claim and backbone for the index (see :data:`SUMMARY_HEADERS`)."""
+    return [
+        [
+            r.claim.id,
+            r.backbone,
+            f"**{r.verdict}**",
+            r.protocol or render.DASH,
+            ", ".join(r.counted_tasks) or render.DASH,
+            ", ".join(r.left_out_tasks) or render.DASH,
+            r.claim.statement,
+        ]
+        for r in results
+    ]
