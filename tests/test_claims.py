@@ -239,6 +239,7 @@ def test_smoke_budget_withholds_every_verdict_and_names_the_budget() -> None:
     assert {c.verdict for c in result.comparisons} == {verdicts.NOT_ISSUED}
     assert "smoke budget (suite cpu-mini)" in result.protocol
     assert all("Holm p" not in c.reason for c in result.comparisons)  # no verdict in disguise
+    assert result.pairs[0].reason == "2 remaining task(s)"
     issued = verdict_of(scores, spec(), budget_marker="full")
     assert issued.verdict == verdicts.SUPPORTED and "full budget (suite cpu-mini)" in (
         issued.protocol

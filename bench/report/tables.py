@@ -268,10 +268,15 @@ def _marker_notes(runs: pd.DataFrame) -> list[str]:
             f"data files; whether their predictions were constant is unknown."
         )
     if none:
+        cannot = (
+            f"; {unknown} of them (an accuracy without a binary F1 beside it) cannot be judged "
+            f"and count as learned"
+            if unknown
+            else ""
+        )
         notes.append(
-            f"Chance levels: {none} of {len(ok)} ok record(s) carry none; they are judged from "
-            f"their metrics alone, and {unknown} of them (an accuracy without a binary F1 beside "
-            f"it) cannot be judged and count as learned."
+            f"Chance levels: {none} of {len(ok)} ok record(s) carry none and are judged from "
+            f"their metrics alone{cannot}."
         )
     return notes
 

@@ -227,7 +227,7 @@ def _evaluate_backbone(runs: pd.DataFrame, claim: ClaimSpec, settings: Settings)
             else dataclasses.replace(c, verdict=NOT_ISSUED)
             for c in comparisons
         ]
-        pairs = [dataclasses.replace(p, verdict=NOT_ISSUED) for p in pairs]
+        pairs = [dataclasses.replace(p, verdict=NOT_ISSUED, reason=_untallied(p)) for p in pairs]
         verdict = NOT_ISSUED
     return ClaimResult(
         claim, backbone, verdict, reason, tuple(pairs), tuple(comparisons), protocol, family
@@ -364,6 +364,13 @@ def _power_text(c: Comparison, claim: ClaimSpec) -> str:
         else f"more than {MAX_SEEDS} seeds per side would be needed"
     )
     return f"|Δ − bound| = {_distance(c.delta, claim):.2f} against an MDE of {c.mde:.2f}: {seeds}"
+
+
+def _untallied(pair: Pair) -> str:
+    """A pair's reason without the tally of verdicts (for a verdict that is not issued)."""
+    out = pair.left_out
+    gone = f", {len(out)} left out as not learned ({', '.join(out)})" if out else ""
+    return f"{pair.tasks_run} remaining task(s){gone}"
 
 
 def _pair(treatment: str, baseline: str, done: list[Comparison], claim: ClaimSpec) -> Pair:
