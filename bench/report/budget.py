@@ -33,6 +33,13 @@ class RunBudget:
         return f"{self.budget} budget ({suite}{how})"
 
 
+def budget_texts(runs: Any) -> list[str]:
+    """The distinct :attr:`RunBudget.text` of the rows of a run frame (``budget``,
+    ``run_suite``, ``budget_inferred`` columns), in order of first appearance."""
+    columns = zip(runs["run_suite"], runs["budget"], runs["budget_inferred"], strict=True)
+    return list(dict.fromkeys(RunBudget(s, b, bool(i)).text for s, b, i in columns))
+
+
 def run_budget(record: dict[str, Any]) -> RunBudget:
     """The budget of ``record`` (see the module docstring)."""
     config = record.get("config") or {}

@@ -46,8 +46,10 @@ def at_chance(record: dict[str, Any], split: str, metric: str) -> bool | None:
     metrics = (record.get("metrics") or {}).get(split) or {}
     value = _number(metrics.get(metric))
     levels = (record.get("chance") or {}).get(split)
+    if metric not in metrics:
+        return None
     if math.isnan(value):
-        return metric in UNDEFINED_AT or metric not in metrics
+        return True if metric in UNDEFINED_AT else None
     if metric in ZERO_AT and abs(value) <= TOLERANCE:
         return True
     if isinstance(levels, dict):

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from bench.report import collect, learned, render
+from bench.report.budget import budget_texts
 from bench.report.stats import Summary, summarize
 
 if TYPE_CHECKING:
@@ -251,12 +252,7 @@ def _budget(runs: pd.DataFrame, rows: list[str], tasks: list[str], spec: tuple) 
 def _marker_notes(runs: pd.DataFrame) -> list[str]:
     """The suites' budget markers, and how many records could not say what chance is."""
     ok = runs[runs["status"] == collect.STATUS_OK]
-    markers = {}
-    for budget, suite, inferred in zip(
-        ok["budget"], ok["run_suite"], ok["budget_inferred"], strict=True
-    ):
-        how = ", inferred from the shipped suite's settings" if inferred else ""
-        markers[f"{budget} ({f'suite {suite}' if suite else 'suite not recorded'}{how})"] = None
+    markers = budget_texts(ok)
     notes = [f"Budget marker: {'; '.join(markers)}."] if markers else []
     kinds = list(ok["chance_levels"])
     none, majority = kinds.count(learned.NONE), kinds.count(learned.MAJORITY_ONLY)

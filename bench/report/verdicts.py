@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bench.report import collect, render
-from bench.report.budget import SMOKE
+from bench.report.budget import SMOKE, budget_texts
 from bench.report.claims import ClaimSpec, Settings
 from bench.report.stats import (
     MAX_SEEDS,
@@ -146,9 +146,9 @@ def direction_p_values(a: Any, b: Any, lower: float, upper: float | None) -> tup
 
     support, against = p_greater(a, b, lower), p_less(a, b, lower)
     if upper is not None:
-        support = np.fmax(support, p_less(a, b, upper)) * 1.0
+        support = np.maximum(support, p_less(a, b, upper))  # NaN (no test) stays NaN
         above = p_greater(a, b, upper)
-        against = np.minimum(1.0, 2 * np.fmin(against, above))
+        against = np.minimum(1.0, 2 * np.minimum(against, above))
         if np.ndim(support) == 0:
             support, against = float(support), float(against)
     return support, against
@@ -237,13 +237,7 @@ def _evaluate_backbone(runs: pd.DataFrame, claim: ClaimSpec, settings: Settings)
 def _protocol(runs: pd.DataFrame) -> str:
     """The budget(s), seeds and selection of ``runs``, in words."""
     ok = runs[runs["status"] == collect.STATUS_OK]
-    budgets: dict[str, None] = {}
-    for budget, suite, inferred in zip(
-        ok["budget"], ok["run_suite"], ok["budget_inferred"], strict=True
-    ):
-        where = f"suite {suite}" if suite else "suite not recorded"
-        how = ", inferred from the shipped suite's settings" if inferred else ""
-        budgets[f"{budget} budget ({where}{how})"] = None
+    budgets = budget_texts(ok)
     seeds = sorted({int(s) for s in ok["seed"]})
     selection = sorted(set(ok["selection_split"]) - {""}) or ["not recorded"]
     return (
