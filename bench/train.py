@@ -139,6 +139,7 @@ def train_run(
     # Model: the same seeded backbone for every method; the method decides what trains.
     seed_everything(run.seed)
     method = build_method(run.method, run.method_config)
+    cfg = method.train_config(cfg)  # a method's warm-up / weight-decay overrides
     backbone = load_backbone(ref, spec, tokenizer.pad_token_id)
     model = method.attach(backbone, spec, attach_data(tokenizer, spec, train_split)).to(device)
     method.check_length(model, max_length)
@@ -409,7 +410,10 @@ def attach_data(tokenizer: Any, spec: TaskSpec, train_split: Any, examples: int 
     rows = train_split.select(range(min(examples, len(train_split))))["input_ids"]
     sample = [token for row in rows for token in row if token not in special]
     return AttachData(
-        keyword_ids=list(keywords), sample_ids=sample, vocab_ids=ordinary_vocab_ids(tokenizer)
+        keyword_ids=list(keywords),
+        sample_ids=sample,
+        vocab_ids=ordinary_vocab_ids(tokenizer),
+        tokenizer=tokenizer,
     )
 
 

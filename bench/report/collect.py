@@ -251,16 +251,22 @@ def run_frame(records: tuple[dict[str, Any], ...] | list[dict[str, Any]]) -> pd.
 
 
 def row_labels(frame: pd.DataFrame) -> list[str]:
-    """The table row of each run: the method name, plus ``[key=value, ...]`` for the config keys
-    that differ between runs of that method on the same task and backbone."""
+    """The table row of each run: the method name, ``(official)`` when the run used the method's
+    official profile, plus ``[key=value, ...]`` for the other config keys that differ between
+    runs of that method on the same task and backbone."""
     labels = [""] * len(frame)
     positions = {index: i for i, index in enumerate(frame.index)}
     for (_, method), group in frame.groupby(["backbone", "method"], sort=True):
         keys = _variant_keys(group)
         for index, config in zip(group.index, group["config"], strict=True):
             flat = json.loads(config)
-            suffix = ", ".join(f"{k}={_short(flat.get(k))}" for k in keys)
-            label = f"{method} [{suffix}]" if keys else str(method)
+            # a non-default profile (``official``) always shows, even without a variant to tell
+            name = f"{method} ({flat['profile']})" if flat.get("profile", "project") != (
+                "project"
+            ) else str(method)
+            keys_left = [k for k in keys if k != "profile"]
+            suffix = ", ".join(f"{k}={_short(flat.get(k))}" for k in keys_left)
+            label = f"{name} [{suffix}]" if keys_left else name
             if flat.get(PROTOCOL_KEY) == "official-dev" and PROTOCOL_KEY not in keys:
                 label += " [official-dev]"
             labels[positions[index]] = label
