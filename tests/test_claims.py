@@ -82,7 +82,7 @@ def test_claim_supported_with_welch_interval_and_holm() -> None:
     assert 2.0 < c.ci[0] < 3.0 < c.ci[1] < 5.0
     assert c.p_support_holm < ALPHA and c.p_contradict_holm > 0.5
     assert c.reason.startswith("Holm p ") and "2 < Δ < 5" in c.reason
-    assert "seeds 13, 17" not in result.protocol and "not marked budget" in result.protocol
+    assert result.protocol.startswith("budget not marked; seeds 13, 14, 15, 16, 17")
 
 
 def test_claim_contradicted_below_and_above() -> None:
@@ -237,11 +237,11 @@ def test_smoke_budget_withholds_every_verdict_and_names_the_budget() -> None:
     assert result.verdict == verdicts.NOT_ISSUED
     assert {p.verdict for p in result.pairs} == {verdicts.NOT_ISSUED}
     assert {c.verdict for c in result.comparisons} == {verdicts.NOT_ISSUED}
-    assert "smoke budget (suite cpu-mini)" in result.protocol
+    assert "budget smoke (suite cpu-mini)" in result.protocol
     assert all("Holm p" not in c.reason for c in result.comparisons)  # no verdict in disguise
     assert result.pairs[0].reason == "2 remaining task(s)"
     issued = verdict_of(scores, spec(), budget_marker="full")
-    assert issued.verdict == verdicts.SUPPORTED and "full budget (suite cpu-mini)" in (
+    assert issued.verdict == verdicts.SUPPORTED and "budget full (suite cpu-mini)" in (
         issued.protocol
     )
 
@@ -256,7 +256,9 @@ def test_budget_of_old_records_is_inferred_from_the_smoke_suites_settings() -> N
     old["config"]["train"]["epochs"] = 20
     assert budget.run_budget(old) == budget.RunBudget("", budget.NOT_MARKED)
     old["config"] |= {"suite": "glue", "budget": None}
-    assert budget.run_budget(old).text == "not marked budget (suite glue)"
+    assert budget.run_budget(old).text == "not marked"  # the same with or without a suite
+    old["config"] |= {"budget": "smoke"}
+    assert budget.run_budget(old).text == "smoke (suite glue)"
 
 
 def test_suite_budget_marker_is_validated() -> None:

@@ -166,7 +166,7 @@ EXPECTED_TABLE = """\
 - Average: unweighted mean of the task means, shown only when every task has an ok run. Method labels give trainable parameters as a share of the backbone's.
 - Selection: carved from train (val_fraction 0.1, seeded by the run seed).
 - Reported: rte validation (accuracy); sst2 validation (accuracy); conll2003 test (f1).
-- Budget marker: not marked budget (suite not recorded).
+- Budget marker: not marked.
 - Budget: training pool 1000; epochs 3; batch size 16; eval cap none; learning rate: full_finetune 5e-05, prompt_tuning 0.01, p_tuning_v2 0.01.
 """  # noqa: E501
 

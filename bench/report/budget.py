@@ -28,9 +28,13 @@ class RunBudget:
 
     @property
     def text(self) -> str:
+        """``smoke (suite cpu-mini)``, or ``not marked``: an unmarked budget names no suite, so
+        that the same runs planned with or without a suite report the same."""
+        if self.budget == NOT_MARKED:
+            return NOT_MARKED
         suite = f"suite {self.suite}" if self.suite else "suite not recorded"
         how = ", inferred from the shipped suite's settings" if self.inferred else ""
-        return f"{self.budget} budget ({suite}{how})"
+        return f"{self.budget} ({suite}{how})"
 
 
 def budget_texts(runs: Any) -> list[str]:

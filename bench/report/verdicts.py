@@ -241,7 +241,7 @@ def _protocol(runs: pd.DataFrame) -> str:
     seeds = sorted({int(s) for s in ok["seed"]})
     selection = sorted(set(ok["selection_split"]) - {""}) or ["not recorded"]
     return (
-        f"{'; '.join(budgets) or 'no ok run'}; seeds {', '.join(map(str, seeds))}; "
+        f"budget {'; '.join(budgets) or 'of no ok run'}; seeds {', '.join(map(str, seeds))}; "
         f"selection: {'; '.join(selection)}"
     )
 
