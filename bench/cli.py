@@ -81,6 +81,16 @@ def _execution_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _precision_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--threads",
+        type=_positive_int,
+        help="torch threads per run, recorded in each record (default: torch's, one per core); "
+        "two 1-thread runs side by side beat one 2-thread run on a shared machine "
+        "(docs/precision.md)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
@@ -148,6 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="evaluate on the selection split every N steps (default: per epoch)",
     )
     run.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+    run.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        help="bf16 autocast or fp32; auto: bf16 on CUDA and on CPUs with native bf16, fp32 "
+        "elsewhere (default: the suite's, else auto; part of the run key)",
+    )
+    _precision_flags(run)
     _execution_flags(run)
     run.add_argument(
         "--save-delta",
@@ -186,7 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="GPUs per run; 0.5 packs two runs per GPU (default: 1 with GPUs, else 0)",
     )
     placement.add_argument(
-        "--cpus-per-run", type=_positive_float, default=1.0, help="CPU cores per run (default 1)"
+        "--cpus-per-run",
+        type=_positive_float,
+        help="CPU cores per run (default: --threads, else 1)",
     )
     placement.add_argument(
         "--address", help="Ray cluster to join: auto or HOST:PORT (default: $RAY_ADDRESS)"
@@ -264,6 +283,14 @@ def build_parser() -> argparse.ArgumentParser:
         "their steps (default 1)",
     )
     perf.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+    perf.add_argument(
+        "--precision",
+        type=_csv,
+        default=["auto"],
+        help="auto, fp32 or bf16; several (fp32,bf16) measure each method at each, interleaved, "
+        "and print the step-time ratios to the first (default auto)",
+    )
+    _precision_flags(perf)
     perf.add_argument(
         "--compare",
         choices=["peft"],
@@ -401,6 +428,8 @@ def command_perf(args: argparse.Namespace) -> int:
         activation_checkpointing=bool(args.activation_checkpointing),
         compile=bool(args.compile),
         method_args=args.method_args,
+        precision=tuple(args.precision),
+        threads=args.threads,
     )
     from bench.backbones import resolve_backbone
     from bench.train import pick_device
@@ -449,6 +478,7 @@ def command_run(args: argparse.Namespace) -> int:
         "eval_every",
         "activation_checkpointing",
         "compile",
+        "precision",
     ):
         if getattr(args, key) is not None:
             train[key] = getattr(args, key)
@@ -457,7 +487,7 @@ def command_run(args: argparse.Namespace) -> int:
     executor = ExecutorConfig(
         kind=args.executor,
         gpus_per_run=args.gpus_per_run,
-        cpus_per_run=args.cpus_per_run,
+        cpus_per_run=args.cpus_per_run or args.threads or 1.0,
         address=args.address,
         max_retries=args.max_retries,
         max_parallel=args.max_parallel,
@@ -480,6 +510,7 @@ def command_run(args: argparse.Namespace) -> int:
         train=train,
         method_overrides={**args.method_args, **({"lr": args.lr} if args.lr is not None else {})},
         suite=suite,
+        device=args.device,
     )
     plan = build_plan(request)
     output = Path(args.output)
@@ -526,6 +557,7 @@ def command_run(args: argparse.Namespace) -> int:
         save_delta=args.save_delta,
         checkpoints=args.checkpoints,
         timeout_s=args.timeout_min * 60 if args.timeout_min else None,
+        threads=args.threads,
     )
     results = run_sweep(
         plan,

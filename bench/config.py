@@ -69,7 +69,20 @@ class TrainConfig:
         },
     )
 
+    precision: str = field(
+        default="auto",
+        metadata={
+            "help": "fp32, bf16 (autocast), or auto: bf16 on CUDA and on CPUs with native bf16, "
+            "fp32 elsewhere (bench/precision.py). Planning resolves auto, so the run key holds "
+            "the precision that runs; fp32 is left out of the key (records made before this "
+            "field trained in fp32 on CPU)."
+        },
+    )
+
     def __post_init__(self) -> None:
+        from bench.precision import check_precision
+
+        check_precision(self.precision)
         for name in ["val_fraction", "warmup_ratio", "weight_decay", "max_grad_norm"]:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float):
@@ -124,6 +137,9 @@ class TrainConfig:
                 del out[name]
         for name in NEVER_KEYED:
             del out[name]
+        for name, value in KEYED_UNLESS.items():
+            if out[name] == value:
+                del out[name]
         return out
 
 
@@ -131,6 +147,8 @@ class TrainConfig:
 KEYED_ONLY_WHEN_SET = ("group_by_length", "compile")
 #: Fields that change how a run executes, not its numbers (tested bitwise): never in the key.
 NEVER_KEYED = ("activation_checkpointing",)
+#: Fields left out of run keys at this value (what every record made before the field used).
+KEYED_UNLESS = {"precision": "fp32"}
 
 
 @dataclass(frozen=True)

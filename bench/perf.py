@@ -16,7 +16,9 @@ memory belongs to that method alone:
   follows live memory as CUDA's figure does; the timed process's peak (default heap, which
   keeps its high-water mark) is reported as well;
 - **trainable and stored parameters**, and on CUDA the model FLOPs utilization against the
-  device's dense bf16 peak.
+  device's dense bf16 peak;
+- **precision** (``--precision fp32,bf16``): each method at each precision, interleaved, with
+  the step-time ratio of every precision to the first; and the torch **threads** used.
 
 Inputs are synthetic: random ordinary-vocabulary tokens at exactly ``seq_len`` (no padding) and
 random labels, the same for every method. Results go to ``results/perf/`` as JSON.
@@ -25,6 +27,7 @@ random labels, the same for every method. Results go to ``results/perf/`` as JSO
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import multiprocessing
 import statistics
@@ -70,6 +73,13 @@ class PerfConfig:
     )
     compile: bool = field(default=False, metadata={"help": "torch.compile every model."})
     method_args: dict[str, Any] = field(default_factory=dict)
+    precision: tuple[str, ...] = field(
+        default=("auto",),
+        metadata={"help": "Precisions measured (auto, fp32, bf16); ratios are to the first."},
+    )
+    threads: int | None = field(
+        default=None, metadata={"help": "torch threads in each measuring process (None: torch's)."}
+    )
 
     def __post_init__(self) -> None:
         for name in ("seq_len", "batch_size", "eval_batch_size", "steps", "repeats"):
@@ -80,6 +90,16 @@ class PerfConfig:
             raise UserError("--warmup must be >= 0")
         if not self.methods:
             raise UserError("--methods: name at least one method")
+        from bench.precision import PRECISIONS
+
+        bad = [p for p in self.precision if p not in PRECISIONS]
+        if bad or not self.precision or len(set(self.precision)) < len(self.precision):
+            raise UserError(
+                f"--precision {','.join(self.precision)}: give distinct values among "
+                f"{', '.join(PRECISIONS)}"
+            )
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise UserError(f"--threads must be a positive integer, got {self.threads!r}")
 
 
 @contextmanager
@@ -152,13 +172,16 @@ MEMORY_STEPS = 3
 def measure_method(
     config: PerfConfig, method_name: str, memory_only: bool = False
 ) -> dict[str, Any]:
-    """Build, warm up and measure one method in this process (see the module docstring).
+    """Build, warm up and measure one method in this process (see the module docstring), at
+    the first of ``config.precision``.
     ``memory_only``: just the peak memory over a few steps (for the live-memory process)."""
     import torch
 
     from bench.backbones import load_backbone, load_tokenizer, resolve_backbone
     from bench.config import TrainConfig
     from bench.execution import apply_execution_options, configure_device
+    from bench.precision import autocast as precision_autocast
+    from bench.precision import describe, resolve_precision
     from bench.train import _accumulate, ordinary_vocab_ids, pick_device, task_loss
     from methods import AttachData, build_method, get_method
     from tasks import get_task
@@ -166,6 +189,9 @@ def measure_method(
     device = pick_device(config.device)
     cuda = device.startswith("cuda")
     configure_device(device)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    precision = resolve_precision(config.precision[0], device, method_name)
     spec = get_task(config.task)
     kind = spec.kind.value
     ref = resolve_backbone(config.backbone)
@@ -184,7 +210,7 @@ def measure_method(
     groups = method.param_groups(model, TrainConfig())
     optimizer = torch.optim.AdamW(groups, fused=cuda)
     params = [p for g in groups for p in g["params"]]
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda)
+    autocast = precision_autocast(precision, device)
     generator = torch.Generator().manual_seed(0)
 
     def batch(size: int) -> dict[str, torch.Tensor]:
@@ -246,6 +272,8 @@ def measure_method(
         "trainable": counts.trainable,
         "stored": counts.stored,
         "backbone": counts.backbone,
+        "precision": describe(precision, device),
+        "threads": torch.get_num_threads(),
     }
     if cuda:
         result["device_name"] = torch.cuda.get_device_name(torch.device(device))
@@ -270,6 +298,29 @@ def with_statistics(config: PerfConfig, result: dict[str, Any]) -> dict[str, Any
         peak_flops = next((v for k, v in BF16_PEAK.items() if k in result["device_name"]), None)
         per_token = (6 if result["method"] == "full_finetune" else 4) * result["backbone"]
         out["mfu"] = per_token * train_tokens / peak_flops if peak_flops else None
+    return out
+
+
+def precision_ratios(
+    results: dict[str, dict[str, Any]], labels: dict[str, tuple[str, str]]
+) -> dict[str, dict[str, float]]:
+    """Per measured row (``labels``: row → (method, precision)), its train-step and eval-batch
+    median times over those of the same method at the first precision measured."""
+    first: dict[str, str] = {}
+    for row, (method, _) in labels.items():
+        first.setdefault(method, row)
+    out = {}
+    for row, (method, precision) in labels.items():
+        base, this = results.get(first[method], {}), results.get(row, {})
+        if row == first[method] or "error" in base or "error" in this:
+            continue
+        out[row] = {
+            "method": method,
+            "precision": precision,
+            "versus": labels[first[method]][1],
+            "step_time": this["train_step"]["median_s"] / base["train_step"]["median_s"],
+            "eval_time": this["eval_batch"]["median_s"] / base["eval_batch"]["median_s"],
+        }
     return out
 
 
@@ -384,19 +435,29 @@ def run_perf(config: PerfConfig, out_dir: Path | None, tablefmt: str = "simple")
         get_method(name)  # unknown names fail before anything is measured
     if config.compare_peft:
         names += [PEFT_COUNTERPART[n] for n in names if n in PEFT_COUNTERPART]
-    # Repeats interleave the methods (A B C A B C ...), so that a slow drift of the machine
-    # (thermal, other load) does not fall on one method only.
-    measured: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    # One row per method and precision; a single precision keeps the method's name as the row.
+    several = len(config.precision) > 1
+    labels = {
+        (f"{name} {precision}" if several else name): (name, precision)
+        for name in names
+        for precision in config.precision
+    }
+    # Repeats interleave the rows (A B C A B C ...), so that a slow drift of the machine
+    # (thermal, other load) does not fall on one method or precision only.
+    measured: dict[str, list[dict[str, Any]]] = {row: [] for row in labels}
     for _ in range(config.repeats):
-        for name in names:
-            measured[name].append(measure_with_live_memory(config, name))
-    results = {name: merge_repeats(config, runs) for name, runs in measured.items()}
+        for row, (name, precision) in labels.items():
+            single = dataclasses.replace(config, precision=(precision,))
+            measured[row].append(measure_with_live_memory(single, name))
+    results = {row: merge_repeats(config, runs) for row, runs in measured.items()}
     report = {
         "config": asdict(config),
         "results": results,
         "ratios_vs_peft": _ratios(results),
         "environment": environment(),
     }
+    if several:
+        report["ratios_vs_precision"] = precision_ratios(results, labels)
     print(format_table(report, tablefmt))
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -405,6 +466,8 @@ def run_perf(config: PerfConfig, out_dir: Path | None, tablefmt: str = "simple")
         stem = f"{name}-{device.split(':')[0]}-L{config.seq_len}-B{config.batch_size}"
         stem += "-ckpt" if config.activation_checkpointing else ""
         stem += "-compile" if config.compile else ""
+        stem += "".join(f"-{p}" for p in config.precision if config.precision != ("auto",))
+        stem += f"-T{config.threads}" if config.threads else ""
         path = out_dir / f"{stem}.json"
         path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         print(f"\nwritten to {path}")
@@ -433,13 +496,16 @@ def format_table(report: dict[str, Any], tablefmt: str = "simple") -> str:
     rows = []
     for name, r in results.items():
         if "error" in r:
-            rows.append((name, "failed: " + r["error"][:70], "", "", "", "", "", "", ""))
+            rows.append((name, "", "failed: " + r["error"][:70], "", "", "", "", "", "", ""))
             continue
         step = r["train_step"]
         ratio = report["ratios_vs_peft"].get(name, {}).get("step_time")
+        versus = report.get("ratios_vs_precision", {}).get(name)
+        used = r.get("precision", {}).get("used", "")
         rows.append(
             (
                 name,
+                used + (f" ({versus['step_time']:.2f}x {versus['versus']})" if versus else ""),
                 f"{step['median_s'] * 1000:.1f} ± {step['iqr_s'] * 1000:.1f}",
                 f"{r['train_tokens_per_s']:.0f}",
                 f"{r['eval_tokens_per_s']:.0f} ({r['eval_over_train_throughput']:.1f}x)",
@@ -453,8 +519,8 @@ def format_table(report: dict[str, Any], tablefmt: str = "simple") -> str:
                 "" if ratio is None else f"{ratio:.2f}",
             )
         )
-    headers = ["method", "step ms (median ± IQR)", "train tok/s", "eval tok/s (x train)",
-               "peak MiB", "default-heap RSS MiB", "trainable", "stored",
+    headers = ["method", "precision (step vs)", "step ms (median ± IQR)", "train tok/s",
+               "eval tok/s (x train)", "peak MiB", "default-heap RSS MiB", "trainable", "stored",
                "ours/peft step"]  # fmt: skip
     config = report["config"]
     repeats = config.get("repeats", 1)
@@ -463,6 +529,7 @@ def format_table(report: dict[str, Any], tablefmt: str = "simple") -> str:
         f"{config['batch_size']} (eval {config['eval_batch_size']}) · {config['steps']} steps "
         f"after {config['warmup']} warm-up"
         + (f" · {repeats} interleaved processes each" if repeats > 1 else "")
+        + (f" · {config['threads']} torch threads" if config.get("threads") else "")
         + "".join(
             f" · {label}"
             for key, label in (

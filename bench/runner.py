@@ -57,6 +57,7 @@ class PlanRequest:
     train: dict[str, Any] = field(default_factory=dict)
     method_overrides: dict[str, Any] = field(default_factory=dict)
     suite: Suite | None = None
+    device: str | None = None  # where runs go, for precision auto (default: cuda if available)
 
 
 def build_plan(request: PlanRequest) -> list[RunSpec]:
@@ -84,6 +85,7 @@ def build_plan(request: PlanRequest) -> list[RunSpec]:
                     ).to_dict()
                 except UserError as error:
                     raise UserError(f"{spec.name} × {cls.name}: {error}") from None
+                train = _resolved_precision(train, cls.name, request.device)
                 for seed in request.seeds:
                     plan.append(
                         RunSpec(
@@ -101,6 +103,19 @@ def build_plan(request: PlanRequest) -> list[RunSpec]:
                         )
                     )
     return plan
+
+
+def _resolved_precision(train: TrainConfig, method: str, device: str | None) -> TrainConfig:
+    """``train`` with precision ``auto`` resolved for ``method`` on the runs' device, so that
+    the run key names the precision that runs (see bench/precision.py)."""
+    import dataclasses
+
+    from bench.precision import resolve_precision, target_device
+
+    if train.precision != "auto":
+        return train
+    resolved = resolve_precision("auto", target_device(device), method)
+    return dataclasses.replace(train, precision=resolved)
 
 
 def _unique(names: Sequence[str]) -> list[str]:

@@ -7,6 +7,7 @@ and keeping the best trainable state → restore it → evaluate the task's dev/
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import random
@@ -113,6 +114,9 @@ def train_run(
     from bench.backbones import load_backbone, load_tokenizer, resolve_backbone
     from bench.data import Collator, carve_selection_split, load_task, make_loader, tokenize_task
     from bench.execution import apply_execution_options, configure_device
+    from bench.precision import autocast as precision_autocast
+    from bench.precision import describe as describe_precision
+    from bench.precision import resolve_precision
     from methods import build_method
     from tasks import get_task
 
@@ -161,7 +165,8 @@ def train_run(
     total_steps = cfg.epochs * len(train_loader)
     scheduler = linear_schedule(optimizer, math.ceil(cfg.warmup_ratio * total_steps), total_steps)
     eval_every = cfg.eval_every or len(train_loader)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda"))
+    cfg = dataclasses.replace(cfg, precision=resolve_precision(cfg.precision, device, run.method))
+    autocast = precision_autocast(cfg.precision, device)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats(torch.device(device))
 
@@ -315,6 +320,8 @@ def train_run(
             "micro_batch_size": micro,
             "grad_accum_steps": math.ceil(cfg.batch_size / micro),
             "resumed_from_epoch": resumed.epoch if resumed else None,
+            "precision": describe_precision(cfg.precision, device),
+            "threads": torch.get_num_threads(),
             **({"execution": execution} if execution else {}),
         },
     )
@@ -440,6 +447,8 @@ def evaluate(
     from tqdm.auto import tqdm
 
     from bench.data import make_loader
+    from bench.precision import autocast as precision_autocast
+    from bench.precision import resolve_precision
     from tasks import compute_metrics
 
     kind = spec.kind.value
@@ -447,7 +456,7 @@ def evaluate(
     # (metrics are order-free; padding changes logits only at float rounding level).
     examples = sorted(examples, key=lambda example: -len(example["input_ids"]))
     loader = make_loader(examples, collator, cfg.eval_batch_size, shuffle=False)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda"))
+    autocast = precision_autocast(resolve_precision(cfg.precision, device, ""), device)
     left_padded = collator.tokenizer.padding_side == "left"
     predictions: list[Any] = []
     references: list[Any] = []

@@ -1,0 +1,220 @@
+"""Precision (fp32 / bf16 autocast / auto) and thread control: what auto picks, that both reach
+the model and the records, the run key, and bf16 determinism on CPU."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from bench import precision
+from bench.config import TrainConfig
+from bench.errors import UserError
+from bench.precision import CpuBf16, cpu_flags, detect_cpu_bf16, resolve_precision
+
+NATIVE = CpuBf16(native=True, flags=("avx512_bf16",))
+EMULATED = CpuBf16(native=False)
+
+
+@pytest.fixture
+def cpu_bf16(monkeypatch):
+    """Set what the CPU detection reports (``"0"`` or ``"1"``) for this test."""
+
+    def set_to(value: str) -> None:
+        monkeypatch.setenv(precision.CPU_BF16_ENV, value)
+        detect_cpu_bf16.cache_clear()
+
+    yield set_to
+    detect_cpu_bf16.cache_clear()
+
+
+def test_auto_picks_fp32_on_a_cpu_without_native_bf16() -> None:
+    assert resolve_precision("auto", "cpu", "p_tuning_v2", EMULATED) == "fp32"
+    assert resolve_precision("auto", "cpu", "p_tuning_v2", NATIVE) == "bf16"
+    assert resolve_precision("auto", "cuda:1", "p_tuning_v2", EMULATED) == "bf16"
+    for explicit in ("fp32", "bf16"):
+        assert resolve_precision(explicit, "cpu", "p_tuning_v2", EMULATED) == explicit
+        assert resolve_precision(explicit, "cuda", "p_tuning_v2", NATIVE) == explicit
+    with pytest.raises(UserError, match="'fp16' is not one of auto, fp32, bf16"):
+        resolve_precision("fp16", "cpu", "p_tuning_v2", NATIVE)
+
+
+def test_auto_keeps_fp32_for_the_methods_listed_on_cpu_only(monkeypatch) -> None:
+    monkeypatch.setitem(precision.AUTO_FP32_ON_CPU, "prompt_tuning", "measured: worse in bf16")
+    assert resolve_precision("auto", "cpu", "prompt_tuning", NATIVE) == "fp32"
+    assert resolve_precision("auto", "cpu", "prefix_tuning", NATIVE) == "bf16"
+    assert resolve_precision("auto", "cuda", "prompt_tuning", NATIVE) == "bf16"
+
+
+def test_detection_reads_the_cpu_flags_and_obeys_the_override(tmp_path, cpu_bf16) -> None:
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx512f avx512_bf16 amx_tile\n\n")
+    assert {"avx512_bf16", "amx_tile", "fpu"} <= cpu_flags(info)
+    assert cpu_flags(tmp_path / "missing") == set()
+    cpu_bf16("1")
+    assert detect_cpu_bf16().native and detect_cpu_bf16().source == "PEFT_BENCH_CPU_BF16=1"
+    cpu_bf16("0")
+    assert not detect_cpu_bf16().native
+    assert resolve_precision("auto", "cpu", "full_finetune") == "fp32"
+    cpu_bf16("yes")
+    with pytest.raises(UserError, match="expected 0 or 1"):
+        detect_cpu_bf16()
+
+
+def test_detection_without_the_override_follows_the_flags(monkeypatch) -> None:
+    monkeypatch.delenv(precision.CPU_BF16_ENV, raising=False)
+    detect_cpu_bf16.cache_clear()
+    try:
+        monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx2", "avx512f"})
+        assert detect_cpu_bf16() == CpuBf16(False, (), precision._onednn_bf16())
+        detect_cpu_bf16.cache_clear()
+        monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx512_bf16", "avx2"})
+        monkeypatch.setattr(precision, "_onednn_bf16", lambda: True)
+        assert detect_cpu_bf16() == CpuBf16(True, ("avx512_bf16",), True)
+        detect_cpu_bf16.cache_clear()
+        monkeypatch.setattr(precision, "_onednn_bf16", lambda: False)  # flag, but no kernels
+        assert not detect_cpu_bf16().native
+    finally:
+        detect_cpu_bf16.cache_clear()
+
+
+def test_precision_in_the_run_key() -> None:
+    base = TrainConfig(precision="fp32").key_dict()
+    assert "precision" not in base  # records made before the field (CPU, fp32) keep their keys
+    assert TrainConfig(precision="bf16").key_dict() == {**base, "precision": "bf16"}
+    with pytest.raises(UserError, match="precision 'half'"):
+        TrainConfig(precision="half")
+
+
+def test_planning_resolves_auto_so_the_key_names_what_runs(
+    tiny_bert_dir, tiny_data_dir, cpu_bf16
+) -> None:
+    from helpers import tiny_plan
+
+    cpu_bf16("0")
+    (emulated,) = tiny_plan(tiny_bert_dir, tiny_data_dir)
+    (fp32,) = tiny_plan(tiny_bert_dir, tiny_data_dir, precision="fp32")
+    assert emulated.train.precision == "fp32" and emulated.key == fp32.key
+    cpu_bf16("1")
+    (native,) = tiny_plan(tiny_bert_dir, tiny_data_dir)
+    (bf16,) = tiny_plan(tiny_bert_dir, tiny_data_dir, precision="bf16")
+    assert native.train.precision == "bf16" and native.key == bf16.key != fp32.key
+
+
+def _linear_output_dtypes(run, threads_seen: set[int]) -> tuple[set[torch.dtype], dict]:
+    """Train ``run`` through the worker (threads 1) and collect the dtypes of every Linear
+    output during training, and the torch threads seen there; return them and the record."""
+    import tempfile
+
+    from bench.worker import WorkerOptions, run_one
+
+    dtypes: set[torch.dtype] = set()
+
+    def hook(module, args, output):
+        if isinstance(module, torch.nn.Linear) and module.training:
+            dtypes.add(output.dtype)
+            threads_seen.add(torch.get_num_threads())
+
+    handle = torch.nn.modules.module.register_module_forward_hook(hook)
+    before = torch.get_num_threads()
+    try:
+        with tempfile.TemporaryDirectory() as out:
+            record = run_one(run, WorkerOptions(output=out, device="cpu", threads=1))
+    finally:
+        handle.remove()
+        torch.set_num_threads(before)
+    return dtypes, record
+
+
+def test_precision_and_threads_reach_the_model_and_the_record(tiny_bert_dir, tiny_data_dir) -> None:
+    from helpers import tiny_plan
+
+    for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
+        (run,) = tiny_plan(tiny_bert_dir, tiny_data_dir, epochs=1, precision=name)
+        threads: set[int] = set()
+        dtypes, record = _linear_output_dtypes(run, threads)
+        assert record["status"] == "ok", record.get("error")
+        assert dtypes == {dtype}
+        assert threads == {1}
+        assert record["threads"] == 1
+        assert record["precision"]["used"] == name
+        assert set(record["precision"]["cpu_bf16"]) == {"native", "flags", "onednn_bf16", "source"}
+        assert record["config"]["train"]["precision"] == name
+
+
+def test_bf16_cpu_runs_with_the_same_seed_are_deterministic(tiny_bert_dir, tiny_data_dir):
+    from bench.train import train_run
+
+    from helpers import tiny_plan
+
+    (run,) = tiny_plan(tiny_bert_dir, tiny_data_dir, precision="bf16")
+    (fp32,) = tiny_plan(tiny_bert_dir, tiny_data_dir, precision="fp32")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        a = train_run(run, device="cpu", progress=False)
+        b = train_run(run, device="cpu", progress=False)
+        c = train_run(fp32, device="cpu", progress=False)
+    finally:
+        torch.set_num_threads(before)
+    assert a.curve == b.curve and a.metrics == b.metrics
+    # bf16 really changed the arithmetic: the losses differ from fp32's beyond fp32 rounding.
+    assert a.curve[0]["train_loss"] != pytest.approx(c.curve[0]["train_loss"], rel=1e-6)
+
+
+def test_the_run_command_takes_precision_and_threads(
+    tiny_bert_dir, tiny_data_dir, tmp_path, monkeypatch
+) -> None:
+    from bench.cli import main
+
+    from helpers import tiny_cli
+
+    before = torch.get_num_threads()
+    seen = {}
+    import bench.executors.base as base
+
+    original = base.ExecutorConfig.__post_init__
+
+    def spy(self):
+        seen["cpus_per_run"] = self.cpus_per_run
+        original(self)
+
+    monkeypatch.setattr(base.ExecutorConfig, "__post_init__", spy)
+    try:
+        code = main(
+            tiny_cli(
+                tiny_bert_dir,
+                tiny_data_dir,
+                tmp_path,
+                "--precision",
+                "bf16",
+                "--threads",
+                "1",
+                "--seeds",
+                "13,",
+                "--epochs",
+                "1",
+            )  # fmt: skip
+        )
+    finally:
+        torch.set_num_threads(before)
+    assert code == 0
+    assert seen["cpus_per_run"] == 1
+    (path,) = (tmp_path / "runs").glob("*.json")
+    record = json.loads(path.read_text())
+    assert record["precision"]["used"] == "bf16" and record["threads"] == 1
+
+
+def test_a_record_made_before_precision_existed_reruns_in_fp32_on_cpu(
+    tiny_bert_dir, tiny_data_dir
+) -> None:
+    from bench.rerun import spec_from_record
+
+    from helpers import tiny_plan
+
+    (run,) = tiny_plan(tiny_bert_dir, tiny_data_dir, precision="fp32")
+    config = run.to_dict()
+    del config["train"]["precision"]
+    record = {"key": run.key, "config": config, "device": "cpu (x86_64, 2 threads)"}
+    assert spec_from_record(record).train.precision == "fp32"
