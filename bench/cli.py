@@ -312,6 +312,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="tabulate format of the table: simple, github (Markdown), latex, ... (default simple)",
     )
 
+    check = commands.add_parser(
+        "gpu-check",
+        help="on one CUDA GPU, within minutes: every method on roberta-base/large (eager and "
+        "compiled) and an RTE P-Tuning v2 smoke run, summarised in JSON and Markdown",
+    )
+    check.add_argument(
+        "--out", default="results/gpu-check", help="where the summary goes (default: %(default)s)"
+    )
+    check.add_argument(
+        "--backbone-dir",
+        help="directory holding roberta-base/ and roberta-large/ (config.json; the smoke run "
+        "also needs roberta-large's weights and tokenizer); default: built-in configs, the Hub",
+    )
+    check.add_argument("--data-dir", help="GLUE layout with RTE/ for the smoke run (default: Hub)")
+    check.add_argument(
+        "--budget-min", type=_positive_float, default=8.0, help="total minutes (default 8)"
+    )
+    check.add_argument("--methods", type=_csv, help="methods (default: all but peft rows)")
+    check.add_argument("--no-smoke", action="store_true", help="skip the RTE smoke run")
+
     from bench.report.command import add_commands
 
     add_commands(commands)
@@ -332,6 +352,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             return dispatch(args)
         if args.command == "perf":
             return command_perf(args)
+        if args.command == "gpu-check":
+            from bench.gpu_check import GpuCheckConfig, run_gpu_check
+
+            return run_gpu_check(
+                GpuCheckConfig(
+                    out=Path(args.out),
+                    backbone_dir=Path(args.backbone_dir) if args.backbone_dir else None,
+                    data_dir=Path(args.data_dir) if args.data_dir else None,
+                    budget_s=args.budget_min * 60,
+                    methods=tuple(args.methods or ()),
+                    smoke=not args.no_smoke,
+                )
+            )
         if args.command == "rerun":
             from bench.rerun import rerun
 

@@ -178,33 +178,65 @@ def measure_method(
     import torch
 
     from bench.backbones import load_backbone, load_tokenizer, resolve_backbone
-    from bench.config import TrainConfig
-    from bench.execution import apply_execution_options, configure_device
-    from bench.precision import autocast as precision_autocast
-    from bench.precision import describe, resolve_precision
-    from bench.train import _accumulate, ordinary_vocab_ids, pick_device, task_loss
-    from methods import AttachData, build_method, get_method
+    from bench.execution import configure_device
+    from bench.train import ordinary_vocab_ids, pick_device
+    from methods import AttachData
     from tasks import get_task
 
     device = pick_device(config.device)
-    cuda = device.startswith("cuda")
     configure_device(device)
     if config.threads is not None:
         torch.set_num_threads(config.threads)
-    precision = resolve_precision(config.precision[0], device, method_name)
     spec = get_task(config.task)
-    kind = spec.kind.value
     ref = resolve_backbone(config.backbone)
     tokenizer = load_tokenizer(ref, spec)
     _import_model_code(ref, spec, config.compile)
     baseline_rss = current_rss()  # libraries and tokenizer loaded; no tensor of the model yet
     torch.manual_seed(0)
-    allowed = {f for f in get_method(method_name).config_cls.__dataclass_fields__}
-    overrides = {k: v for k, v in config.method_args.items() if k in allowed}
-    method = build_method(method_name, overrides)
+    method = build_perf_method(config, method_name)
     backbone = load_backbone(ref, spec, tokenizer.pad_token_id)
     vocab = ordinary_vocab_ids(tokenizer)
     model = method.attach(backbone, spec, AttachData(vocab_ids=vocab)).to(device)
+    return measure_model(
+        config, method_name, method, model, vocab, device, baseline_rss, memory_only
+    )
+
+
+def build_perf_method(config: PerfConfig, method_name: str) -> Any:
+    """``method_name`` built with the ``config.method_args`` that belong to its config."""
+    from methods import build_method, get_method
+
+    allowed = {f for f in get_method(method_name).config_cls.__dataclass_fields__}
+    overrides = {k: v for k, v in config.method_args.items() if k in allowed}
+    return build_method(method_name, overrides)
+
+
+def measure_model(
+    config: PerfConfig,
+    method_name: str,
+    method: Any,
+    model: Any,
+    vocab: list[int],
+    device: str,
+    baseline_rss: int = 0,
+    memory_only: bool = False,
+) -> dict[str, Any]:
+    """Measure ``model`` (``method`` attached, on ``device``) on synthetic batches of random
+    ``vocab`` ids: the execution options, precision and sizes of ``config`` (first precision);
+    ``baseline_rss``: the CPU resident size before the model existed."""
+    import torch
+
+    from bench.config import TrainConfig
+    from bench.execution import apply_execution_options
+    from bench.precision import autocast as precision_autocast
+    from bench.precision import describe, resolve_precision
+    from bench.train import _accumulate, task_loss
+    from tasks import get_task
+
+    cuda = device.startswith("cuda")
+    precision = resolve_precision(config.precision[0], device, method_name)
+    spec = get_task(config.task)
+    kind = spec.kind.value
     counts = method.parameter_counts(model)
     apply_execution_options(model, config.activation_checkpointing, config.compile)
     groups = method.param_groups(model, TrainConfig())
