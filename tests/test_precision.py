@@ -218,3 +218,101 @@ def test_a_record_made_before_precision_existed_reruns_in_fp32_on_cpu(
     del config["train"]["precision"]
     record = {"key": run.key, "config": config, "device": "cpu (x86_64, 2 threads)"}
     assert spec_from_record(record).train.precision == "fp32"
+
+
+def test_perf_measures_the_precision_it_is_given(tiny_bert_dir) -> None:
+    from bench.perf import PerfConfig, measure_method
+
+    config = PerfConfig(
+        backbone=str(tiny_bert_dir),
+        methods=("prompt_tuning",),
+        seq_len=16,
+        batch_size=2,
+        eval_batch_size=2,
+        steps=2,
+        warmup=1,
+        device="cpu",
+        precision=("bf16",),
+        threads=1,
+    )
+    before = torch.get_num_threads()
+    try:
+        result = measure_method(config, "prompt_tuning")
+    finally:
+        torch.set_num_threads(before)
+    assert result["precision"]["used"] == "bf16" and result["threads"] == 1
+    with pytest.raises(UserError, match="distinct values among auto, fp32, bf16"):
+        PerfConfig(backbone="x", methods=("a",), precision=("fp32", "fp32"))
+    with pytest.raises(UserError, match="distinct values"):
+        PerfConfig(backbone="x", methods=("a",), precision=("fp16",))
+
+
+def test_perf_ratios_are_to_the_first_precision_of_the_same_method() -> None:
+    from bench.perf import format_table, precision_ratios
+
+    def result(step: float, evaluation: float, used: str) -> dict:
+        return {
+            "train_step": {"median_s": step, "iqr_s": 0.0},
+            "eval_batch": {"median_s": evaluation},
+            "train_tokens_per_s": 1.0,
+            "eval_tokens_per_s": 1.0,
+            "eval_over_train_throughput": 1.0,
+            "peak_memory_bytes": 2**20,
+            "trainable": 1,
+            "stored": 1,
+            "precision": {"used": used},
+        }
+
+    results = {
+        "a fp32": result(2.0, 1.0, "fp32"),
+        "a bf16": result(1.0, 0.25, "bf16"),
+        "b fp32": result(3.0, 1.0, "fp32"),
+        "b bf16": {"method": "b", "error": "boom"},
+    }
+    labels = {row: tuple(row.split()) for row in results}
+    ratios = precision_ratios(results, labels)
+    assert ratios == {
+        "a bf16": {
+            "method": "a",
+            "precision": "bf16",
+            "versus": "fp32",
+            "step_time": 0.5,
+            "eval_time": 0.25,
+        }
+    }
+    report = {
+        "config": {"backbone": "m", "task": "sst2", "seq_len": 8, "batch_size": 2,
+                   "eval_batch_size": 2, "steps": 1, "warmup": 0, "threads": 1},
+        "results": results,
+        "ratios_vs_peft": {},
+        "ratios_vs_precision": ratios,
+    }  # fmt: skip
+    table = format_table(report)
+    assert "1 torch threads" in table
+    assert "bf16 (0.50x fp32)" in table and "failed: boom" in table
+
+
+def test_a_suite_can_set_the_precision(tiny_bert_dir, tiny_data_dir) -> None:
+    from bench.runner import PlanRequest, build_plan
+    from bench.suites import Setting, Suite
+
+    suite = Suite(
+        name="s",
+        description="",
+        tasks=("sst2",),
+        settings=(Setting(source="test", methods=("prompt_tuning",), train={"precision": "bf16"}),),
+    )
+    plan = build_plan(
+        PlanRequest(
+            tasks=["sst2"],
+            methods=["prompt_tuning", "full_finetune"],
+            seeds=[1],
+            backbones=[str(tiny_bert_dir)],
+            data_dir=str(tiny_data_dir),
+            suite=suite,
+        )
+    )
+    assert {r.method: r.train.precision for r in plan} == {
+        "prompt_tuning": "bf16",
+        "full_finetune": "fp32",  # auto on a CPU without native bf16 (tests/conftest.py)
+    }
