@@ -316,3 +316,53 @@ def test_a_suite_can_set_the_precision(tiny_bert_dir, tiny_data_dir) -> None:
         "prompt_tuning": "bf16",
         "full_finetune": "fp32",  # auto on a CPU without native bf16 (tests/conftest.py)
     }
+
+
+def test_ray_workers_run_with_the_threads_asked_for(tiny_bert_dir, tiny_data_dir, tmp_path):
+    import os
+
+    ray = pytest.importorskip("ray")
+    from bench.executors import ExecutorConfig
+    from bench.sweep import run_sweep
+    from bench.worker import WorkerOptions
+
+    from helpers import tiny_plan
+
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False)
+    try:
+        plan = tiny_plan(tiny_bert_dir, tiny_data_dir, seeds=(1,), epochs=1)
+        options = WorkerOptions(output=str(tmp_path), device="cpu", threads=1)
+        executor = ExecutorConfig(kind="ray", gpus_per_run=0, cpus_per_run=1)
+        results = run_sweep(plan, tmp_path, executor, options, progress=False)
+    finally:
+        ray.shutdown()
+    assert [(r["status"], r["threads"]) for r in results] == [("ok", 1)]
+    assert results[0]["placement"]["executor"] == "ray"
+
+
+def test_slurm_gives_each_run_the_cpus_of_its_threads(
+    tiny_bert_dir, tiny_data_dir, tmp_path, monkeypatch, capsys
+) -> None:
+    import os
+
+    pytest.importorskip("submitit")
+    from bench.cli import main
+
+    from helpers import tiny_cli
+
+    bin_dir, spool = tmp_path / "bin", tmp_path / "spool"
+    bin_dir.mkdir()
+    spool.mkdir()
+    for name, text in (
+        ("sbatch", f'#!/bin/sh\ncp "$1" "{spool}/script.sh"\necho "Submitted batch job 7"\n'),
+        ("srun", "#!/bin/sh\nexit 1\n"),
+    ):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    args = tiny_cli(tiny_bert_dir, tiny_data_dir, tmp_path / "out", "--seeds", "1,")
+    args[args.index("serial")] = "slurm"
+    assert main([*args, "--threads", "3", "--no-wait"]) == 0
+    script = (spool / "script.sh").read_text()
+    assert "#SBATCH --cpus-per-task=3" in script
