@@ -200,7 +200,7 @@ def measure_one(
         torch.cuda.empty_cache()
     result["backbone_params"] = result.pop("backbone", None)  # measure_model's count
     result.update(backbone=backbone, compiled=compile, seconds=time.monotonic() - started)
-    for key in ("train_step_times_s", "eval_batch_times_s"):
+    for key in ("train_step_times_s", "eval_batch_times_s", "train_step_cpu_times_s"):
         result.pop(key, None)  # the summaries stay; the raw lists only bloat the summary
     return result
 

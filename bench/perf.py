@@ -137,16 +137,34 @@ def current_rss() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def time_calls(call: Callable[[], None], repeats: int, sync: Callable[[], None]) -> list[float]:
-    """Wall time of each of ``repeats`` calls (``sync`` before and after each, for CUDA)."""
+def time_calls(
+    call: Callable[[], None],
+    repeats: int,
+    sync: Callable[[], None],
+    cpu_times: list[float] | None = None,
+) -> list[float]:
+    """Wall time of each of ``repeats`` calls (``sync`` before and after each, for CUDA).
+    ``cpu_times``: also append the CPU time of each call (:func:`cpu_clock`) there."""
     out = []
+    clock = cpu_clock()
     for _ in range(repeats):
         sync()
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), clock()
         call()
         sync()
         out.append(time.perf_counter() - start)
+        if cpu_times is not None:
+            cpu_times.append(clock() - cpu_start)
     return out
+
+
+def cpu_clock() -> Callable[[], float]:
+    """The CPU-time clock of a step: with one torch thread, the calling thread's own CPU time
+    (what a step costs, whatever else the machine runs: on a shared machine wall time swings
+    with the other load, CPU time much less); with several, the whole process's."""
+    import torch
+
+    return time.thread_time if torch.get_num_threads() == 1 else time.process_time
 
 
 def summarize(times: list[float]) -> dict[str, float]:
@@ -273,7 +291,9 @@ def measure_model(
         time_calls(step, config.warmup, sync)
         if cuda:
             torch.cuda.reset_peak_memory_stats(torch.device(device))
-        train_times = time_calls(step, MEMORY_STEPS if memory_only else config.steps, sync)
+        train_cpu: list[float] = []
+        steps = MEMORY_STEPS if memory_only else config.steps
+        train_times = time_calls(step, steps, sync, train_cpu)
         peak_cpu = rss_peak()
     peak = (
         int(torch.cuda.max_memory_allocated(torch.device(device)))
@@ -298,6 +318,7 @@ def measure_model(
         "method": method_name,
         "device": device,
         "train_step_times_s": train_times,
+        "train_step_cpu_times_s": train_cpu,
         "eval_batch_times_s": eval_times,
         "peak_memory_bytes": peak,
         "memory_kind": "cuda_max_allocated" if cuda else "peak_rss_minus_baseline",
@@ -321,6 +342,11 @@ def with_statistics(config: PerfConfig, result: dict[str, Any]) -> dict[str, Any
     out = {
         **result,
         "train_step": train,
+        **(
+            {"train_step_cpu": summarize(result["train_step_cpu_times_s"])}
+            if result.get("train_step_cpu_times_s")
+            else {}
+        ),
         "train_tokens_per_s": train_tokens,
         "eval_batch": evaluation,
         "eval_tokens_per_s": eval_tokens,
@@ -353,6 +379,10 @@ def precision_ratios(
             "step_time": this["train_step"]["median_s"] / base["train_step"]["median_s"],
             "eval_time": this["eval_batch"]["median_s"] / base["eval_batch"]["median_s"],
         }
+        if "train_step_cpu" in base and "train_step_cpu" in this:
+            out[row]["step_cpu_time"] = (
+                this["train_step_cpu"]["median_s"] / base["train_step_cpu"]["median_s"]
+            )
     return out
 
 
@@ -363,8 +393,8 @@ def merge_repeats(config: PerfConfig, runs: list[dict[str, Any]]) -> dict[str, A
     if failed:
         return failed[0]
     merged = dict(runs[0])
-    for key in ("train_step_times_s", "eval_batch_times_s"):
-        merged[key] = [t for r in runs for t in r[key]]
+    for key in ("train_step_times_s", "eval_batch_times_s", "train_step_cpu_times_s"):
+        merged[key] = [t for r in runs for t in r.get(key, [])]
     for key in ("peak_memory_bytes", "peak_rss_default_heap_bytes"):
         if key in merged:
             merged[key] = int(statistics.median(r[key] for r in runs))
@@ -528,7 +558,7 @@ def format_table(report: dict[str, Any], tablefmt: str = "simple") -> str:
     rows = []
     for name, r in results.items():
         if "error" in r:
-            rows.append((name, "", "failed: " + r["error"][:70], "", "", "", "", "", "", ""))
+            rows.append((name, "", "failed: " + r["error"][:70], *[""] * 8))
             continue
         step = r["train_step"]
         ratio = report["ratios_vs_peft"].get(name, {}).get("step_time")
@@ -537,8 +567,9 @@ def format_table(report: dict[str, Any], tablefmt: str = "simple") -> str:
         rows.append(
             (
                 name,
-                used + (f" ({versus['step_time']:.2f}x {versus['versus']})" if versus else ""),
+                used + _versus(versus),
                 f"{step['median_s'] * 1000:.1f} ± {step['iqr_s'] * 1000:.1f}",
+                f"{r['train_step_cpu']['median_s'] * 1000:.1f}" if "train_step_cpu" in r else "",
                 f"{r['train_tokens_per_s']:.0f}",
                 f"{r['eval_tokens_per_s']:.0f} ({r['eval_over_train_throughput']:.1f}x)",
                 f"{r['peak_memory_bytes'] / 2**20:.0f}"
@@ -551,7 +582,8 @@ def format_table(report: dict[str, Any], tablefmt: str = "simple") -> str:
                 "" if ratio is None else f"{ratio:.2f}",
             )
         )
-    headers = ["method", "precision (step vs)", "step ms (median ± IQR)", "train tok/s",
+    headers = ["method", "precision (step vs)", "step ms (median ± IQR)", "step CPU ms",
+               "train tok/s",
                "eval tok/s (x train)", "peak MiB", "default-heap RSS MiB", "trainable", "stored",
                "ours/peft step"]  # fmt: skip
     config = report["config"]
@@ -572,6 +604,16 @@ def format_table(report: dict[str, Any], tablefmt: str = "simple") -> str:
         )
     )
     return title + "\n" + tabulate(rows, headers=headers, tablefmt=tablefmt)
+
+
+def _versus(ratios: dict[str, Any] | None) -> str:
+    """`` (0.50x fp32, CPU 0.45x)``: a row's step-time ratios to its first precision."""
+    if not ratios:
+        return ""
+    cpu = ratios.get("step_cpu_time")
+    return f" ({ratios['step_time']:.2f}x {ratios['versus']}" + (
+        f", CPU {cpu:.2f}x)" if cpu is not None else ")"
+    )
 
 
 def show_report(path: Path, tablefmt: str) -> str:
