@@ -241,6 +241,7 @@ def test_perf_measures_the_precision_it_is_given(tiny_bert_dir) -> None:
     finally:
         torch.set_num_threads(before)
     assert result["precision"]["used"] == "bf16" and result["threads"] == 1
+    assert len(result["train_step_cpu_times_s"]) == 2 and result["train_step_cpu"]["median_s"] > 0
     with pytest.raises(UserError, match="distinct values among auto, fp32, bf16"):
         PerfConfig(backbone="x", methods=("a",), precision=("fp32", "fp32"))
     with pytest.raises(UserError, match="distinct values"):
@@ -366,3 +367,23 @@ def test_slurm_gives_each_run_the_cpus_of_its_threads(
     assert main([*args, "--threads", "3", "--no-wait"]) == 0
     script = (spool / "script.sh").read_text()
     assert "#SBATCH --cpus-per-task=3" in script
+
+
+def test_step_cpu_time_leaves_out_waiting() -> None:
+    """The CPU clock of perf's steps counts work, not time spent off the CPU (a shared
+    machine's other load), unlike the wall clock."""
+    import time
+
+    from bench.perf import time_calls
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cpu: list[float] = []
+        wall = time_calls(lambda: time.sleep(0.05), 2, lambda: None, cpu)
+        busy: list[float] = []
+        time_calls(lambda: sum(range(300_000)), 1, lambda: None, busy)
+    finally:
+        torch.set_num_threads(before)
+    assert min(wall) >= 0.05 and max(cpu) < 0.01
+    assert busy[0] > 0.001
