@@ -324,7 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
         "compiled) and an RTE P-Tuning v2 smoke run, summarised in JSON and Markdown",
     )
     check.add_argument(
-        "--out", default="results/gpu-check", help="where the summary goes (default: %(default)s)"
+        "--out",
+        default=f"{DEFAULT_OUTPUT}/gpu-check",
+        help="where the summary goes (default: %(default)s)",
     )
     check.add_argument(
         "--backbone-dir",
