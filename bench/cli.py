@@ -618,12 +618,14 @@ def command_run(args: argparse.Namespace) -> int:
                 record["task"],
                 record["method"],
                 record["seed"],
+                ((record.get("config") or {}).get("train") or {}).get("precision", ""),
                 record["status"],
                 score or (record.get("error") or {}).get("message", "")[:80],
             )
         )
     if rows:
-        print(tabulate(rows, headers=["task", "method", "seed", "status", "primary metric"]))
+        headers = ["task", "method", "seed", "precision", "status", "primary metric"]
+        print(tabulate(rows, headers=headers))
     missing = len(plan) - len(results)
     if missing:
         print(f"{missing} run(s) have no record yet (queued on Slurm?)", file=sys.stderr)
