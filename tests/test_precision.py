@@ -164,7 +164,7 @@ def test_bf16_cpu_runs_with_the_same_seed_are_deterministic(tiny_bert_dir, tiny_
 
 
 def test_the_run_command_takes_precision_and_threads(
-    tiny_bert_dir, tiny_data_dir, tmp_path, monkeypatch
+    tiny_bert_dir, tiny_data_dir, tmp_path, monkeypatch, capsys
 ) -> None:
     from bench.cli import main
 
@@ -201,6 +201,17 @@ def test_the_run_command_takes_precision_and_threads(
         torch.set_num_threads(before)
     assert code == 0
     assert seen["cpus_per_run"] == 1
+    summary = capsys.readouterr().out.splitlines()
+    assert summary[0].split() == [
+        "task",
+        "method",
+        "seed",
+        "precision",
+        "status",
+        "primary",
+        "metric",
+    ]
+    assert summary[2].split()[:5] == ["sst2", "full_finetune", "13", "bf16", "ok"]
     (path,) = (tmp_path / "runs").glob("*.json")
     record = json.loads(path.read_text())
     assert record["precision"]["used"] == "bf16" and record["threads"] == 1
