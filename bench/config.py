@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +69,14 @@ class TrainConfig:
             "rounding, so it is part of the run key when set."
         },
     )
+    input_format: str | None = field(
+        default=None,
+        metadata={
+            "help": "How the text fields become the model input, for tasks that offer several "
+            "(wic: wic_question, wic_pair); None: the task's default. Part of the run key when "
+            "set."
+        },
+    )
     protocol: str | None = field(
         default=None,
         metadata={
@@ -98,6 +107,8 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise UserError(f"{name} must be a number, got {value!r}")
+            if not math.isfinite(value):  # NaN slips through every comparison below
+                raise UserError(f"{name} must be a finite number, got {value!r}")
         positive = ["epochs", "batch_size", "eval_batch_size"]
         for name in positive:
             value = getattr(self, name)
@@ -118,6 +129,9 @@ class TrainConfig:
         for name in ("group_by_length", "activation_checkpointing", "compile"):
             if not isinstance(getattr(self, name), bool):
                 raise UserError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        fmt = self.input_format
+        if fmt is not None and (not isinstance(fmt, str) or not fmt):
+            raise UserError(f"input_format must be an input format name or None, got {fmt!r}")
         if not 0.0 < self.val_fraction < 1.0:
             raise UserError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
         if not 0.0 <= self.warmup_ratio < 1.0:
@@ -155,11 +169,19 @@ class TrainConfig:
 
 
 #: TrainConfig fields added after the first records were written (see ``key_dict``).
-KEYED_ONLY_WHEN_SET = ("group_by_length", "compile", "protocol")
+KEYED_ONLY_WHEN_SET = ("group_by_length", "compile", "protocol", "input_format")
 #: Fields that change how a run executes, not its numbers (tested bitwise): never in the key.
 NEVER_KEYED = ("activation_checkpointing",)
 #: Fields left out of run keys at this value (what every record made before the field used).
 KEYED_UNLESS = {"precision": "fp32"}
+
+
+def check_finite(values: dict[str, Any], where: str) -> None:
+    """UserError naming the first NaN or infinite number of ``values`` (a method config: a NaN
+    learning rate would only show as a diverged run)."""
+    for name, value in values.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"{where}: {name} must be a finite number, got {value!r}")
 
 
 @dataclass(frozen=True)
