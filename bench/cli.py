@@ -335,7 +335,9 @@ def command_list(what: str) -> int:
         rows = [
             (
                 name,
-                "comparison row (run when named)" if get_method(name).comparison else "default",
+                "comparison row (run when named)"
+                if get_method(name).comparison
+                else ("default" if get_method(name).default_in_sweeps else "run when named"),
                 get_method(name).description,
             )
             for name in method_names()
@@ -484,6 +486,9 @@ def command_run(args: argparse.Namespace) -> int:
     plan = build_plan(request)
     output = Path(args.output)
     selection = select_runs(plan, output, args.rerun_failed, args.force, args.save_delta)
+    from bench.pairs import pair_problems
+
+    impossible = pair_problems(selection.to_run)
     if args.dry_run:
         from bench.estimate import ASSUMPTION, estimate_plan
 
@@ -498,7 +503,7 @@ def command_run(args: argparse.Namespace) -> int:
                 r.seed,
                 r.backbone,
                 selection.statuses[r.key],
-                "run" if r.key in chosen else "skip",
+                ("fail" if r.key in impossible else "run") if r.key in chosen else "skip",
                 "?" if e.gpu_seconds is None else f"{e.gpu_seconds / 60:.1f}",
             )
             for i, (r, e) in enumerate(zip(plan, estimates, strict=True))
@@ -506,6 +511,11 @@ def command_run(args: argparse.Namespace) -> int:
         headers = ["#", "key", "task", "method", "seed", "backbone", "status", "action", "GPU-min"]
         print(tabulate(rows, headers=headers))
         print(f"\n{describe_counts(selection, len(plan))}; records go to {output}/runs/")
+        reasons = sorted({(r.method, r.backbone, impossible[r.key]) for r in selection.to_run
+                          if r.key in impossible})  # fmt: skip
+        for method, backbone, reason in reasons:
+            print(f"cannot run (recorded as failed, the sweep goes on): {method} on {backbone}: "
+                  f"{reason}")  # fmt: skip
         todo = [e.gpu_seconds for r, e in zip(plan, estimates, strict=True) if r.key in chosen]
         known = [s for s in todo if s is not None]
         unknown = (
@@ -535,6 +545,7 @@ def command_run(args: argparse.Namespace) -> int:
         rerun_failed=args.rerun_failed,
         force=args.force,
         progress=not args.no_progress,
+        impossible=impossible,
     )
     rows = []
     for record in results:

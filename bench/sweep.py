@@ -161,8 +161,11 @@ def run_sweep(
     rerun_failed: bool = False,
     force: bool = False,
     progress: bool = True,
+    impossible: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run what the plan still needs; return the plan's records (finished ones included)."""
+    """Run what the plan still needs; return the plan's records (finished ones included).
+    ``impossible`` (run key → reason, from :func:`bench.pairs.pair_problems`): those runs are
+    recorded ``failed`` with the reason instead of being run, and the sweep goes on."""
     with output_lock(output):
         fixed = records.repair_index(output)
         if fixed["torn_lines"] or fixed["added"]:
@@ -178,7 +181,16 @@ def run_sweep(
         if config.kind != "slurm":
             for run in selection.to_run:  # markers left by a killed worker
                 records.running_path(output, run.key).unlink(missing_ok=True)
-        events = Progress(output, len(selection.to_run), progress)
+        refused = [r for r in selection.to_run if r.key in (impossible or {})]
+        if refused:
+            from bench.pairs import failed_record
+
+            selection = replace(selection, to_run=[r for r in selection.to_run if r not in refused])
+        events = Progress(output, len(selection.to_run) + len(refused), progress)
+        for run in refused:
+            record = failed_record(run, (impossible or {})[run.key])
+            records.atomic_write_json(records.record_path(output, run.key), record)
+            events.finished(record)
         try:
             if selection.to_run:
                 get_executor(config).execute(selection.to_run, options, events)

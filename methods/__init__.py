@@ -20,6 +20,7 @@ __all__ = [
     "build_method",
     "get_method",
     "method_names",
+    "variant_label",
 ]
 
 
@@ -44,9 +45,14 @@ def _registry() -> dict[str, type[Method]]:
 
 
 def method_names(include_comparison: bool = True) -> list[str]:
-    """Registered method names, sorted; ``include_comparison=False`` leaves out comparison rows
-    (other libraries' implementations, run only when named)."""
-    return sorted(n for n, cls in _registry().items() if include_comparison or not cls.comparison)
+    """Registered method names, sorted; ``include_comparison=False`` gives the default sweep:
+    it leaves out comparison rows (other libraries' implementations) and methods that opt out
+    with ``default_in_sweeps = False``; both run only when named."""
+    return sorted(
+        n
+        for n, cls in _registry().items()
+        if include_comparison or (not cls.comparison and cls.default_in_sweeps)
+    )
 
 
 def get_method(name: str) -> type[Method]:
@@ -63,3 +69,16 @@ def build_method(name: str, overrides: dict[str, Any] | None = None) -> Method:
     """Instantiate method ``name`` with its config defaults updated by ``overrides``."""
     cls = get_method(name)
     return cls(cls.config_cls.from_dict(overrides or {}))
+
+
+def variant_label(name: str, overrides: dict[str, Any] | None = None) -> str:
+    """A method's label in tables: its name, then every option that differs from the default,
+    sorted, e.g. ``p_tuning_v2 [injection=hidden]``, as the report's tables label rows."""
+    cls = _registry().get(name)
+    defaults = cls.config_cls().to_dict() if cls is not None else {}
+    changed = {k: v for k, v in sorted((overrides or {}).items()) if defaults.get(k, v) != v}
+    if cls is None:
+        changed = dict(sorted((overrides or {}).items()))
+    if not changed:
+        return name
+    return f"{name} [{', '.join(f'{k}={v}' for k, v in changed.items())}]"

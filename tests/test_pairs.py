@@ -1,0 +1,79 @@
+"""Preflight of (method, backbone) pairs: an impossible pair is seen by ``--dry-run``, recorded as
+``failed`` with the reason, and the rest of the sweep runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main
+from bench.errors import UserError
+from methods import build_method
+from tests.conftest import VOCAB
+
+
+@pytest.fixture(scope="module")
+def tiny_albert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer random ALBERT (one layer shared across depth) with a WordPiece tokenizer."""
+    import torch
+    from transformers import AlbertConfig, AlbertModel, BertTokenizerFast
+
+    root = tmp_path_factory.mktemp("tiny-albert")
+    (root / "vocab.txt").write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
+    BertTokenizerFast(vocab=str(root / "vocab.txt"), do_lower_case=True).save_pretrained(root)
+    config = AlbertConfig(
+        vocab_size=len(VOCAB), embedding_size=16, hidden_size=32, num_hidden_layers=2,
+        num_attention_heads=2, intermediate_size=64, max_position_embeddings=64, pad_token_id=0,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    AlbertModel(config).save_pretrained(root)
+    return root
+
+
+def argv(model: Path, data: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "run", "--tasks", "sst2", "--methods", "prefix_tuning,prompt_tuning", "--backbone",
+        str(model), "--data-dir", str(data), "--output", str(out), "--epochs", "1",
+        "--batch-size", "16", "--max-length", "16", "--seeds", "1", "--no-progress",
+        "--executor", "serial", "--method-args", "prompt_length=2", *extra,
+    ]  # fmt: skip
+
+
+def test_impossible_pair_is_seen_by_dry_run_and_recorded_failed(
+    tiny_albert_dir: Path, tiny_data_dir: Path, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "results"
+    assert main(argv(tiny_albert_dir, tiny_data_dir, out, "--dry-run")) == 0
+    text = capsys.readouterr().out
+    assert "cannot run" in text and "prefix_tuning" in text and "'kv'" in text
+    assert " fail " in text and " run " in text
+    assert not (out / "runs").exists()  # a dry run writes nothing
+
+    assert main(argv(tiny_albert_dir, tiny_data_dir, out)) == 1  # one failed run
+    found = {}
+    for path in (out / "runs").glob("*.json"):
+        record = json.loads(path.read_text())
+        found[record["method"]] = record
+    assert found["prompt_tuning"]["status"] == "ok"
+    failed = found["prefix_tuning"]
+    assert failed["status"] == "failed" and failed["error"]["type"] == "PreflightError"
+    assert "methods that work here: p_tuning, prompt_tuning" in failed["error"]["message"]
+    index = [json.loads(line) for line in (out / "index.jsonl").read_text().splitlines()]
+    assert sorted(r["status"] for r in index) == ["failed", "ok"]
+
+
+def test_hint_names_options_the_method_accepts() -> None:
+    """On ALBERT nothing per-layer works; on Falcon (no attention interface) p_tuning_v2's own
+    option injection: hidden does, and the hint says so."""
+    import transformers as tf
+
+    config = tf.FalconConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                             vocab_size=100, pad_token_id=0)  # fmt: skip
+    backbone = tf.FalconForSequenceClassification(config)
+    with pytest.raises(UserError) as error:
+        build_method("p_tuning_v2").preflight(backbone)
+    message = str(error.value)
+    assert "p_tuning_v2 works here with injection: hidden" in message
+    assert "prefix_tuning" not in message.split("methods that work here:")[1]
