@@ -163,6 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run failed and timed-out runs again (diverged is a result; --force reruns it)",
     )
+    run.add_argument(
+        "--rerun-stale",
+        action="store_true",
+        help="run again the ok runs whose method's source changed since (shown 'stale')",
+    )
     run.add_argument("--force", action="store_true", help="run every planned run again")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     run.add_argument(
@@ -485,7 +490,9 @@ def command_run(args: argparse.Namespace) -> int:
     )
     plan = build_plan(request)
     output = Path(args.output)
-    selection = select_runs(plan, output, args.rerun_failed, args.force, args.save_delta)
+    selection = select_runs(
+        plan, output, args.rerun_failed, args.force, args.save_delta, rerun_stale=args.rerun_stale
+    )
     from bench.pairs import pair_problems
 
     impossible = pair_problems(selection.to_run)
@@ -546,6 +553,7 @@ def command_run(args: argparse.Namespace) -> int:
         force=args.force,
         progress=not args.no_progress,
         impossible=impossible,
+        rerun_stale=args.rerun_stale,
     )
     rows = []
     for record in results:

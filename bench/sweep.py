@@ -44,18 +44,30 @@ def select_runs(
     rerun_failed: bool = False,
     force: bool = False,
     save_delta: bool = False,
+    rerun_stale: bool = False,
 ) -> Selection:
     """Pending runs, plus failed ones with ``rerun_failed``, plus everything with ``force``.
-    With ``save_delta``, finished runs that have no stored delta run again to produce it."""
+    With ``save_delta``, finished runs that have no stored delta run again to produce it.
+    An ok record whose ``method_source`` differs from the method's current source hash is
+    ``stale`` (records without the hash are not judged); ``rerun_stale`` runs those again."""
+    from methods import method_source_hash
+
     counts: Counter[str] = Counter()
     statuses: dict[str, str] = {}
     to_run = []
     for run in plan:
         record = records.read_record(output, run.key)
         status = record.get("status", "pending") if record else "pending"
+        made_by = (record or {}).get("method_source")
+        if status == records.STATUS_OK and made_by and made_by != method_source_hash(run.method):
+            status = "stale"
+            if rerun_stale:
+                to_run.append(run)
         counts[status] += 1
         statuses[run.key] = status
         missing_delta = save_delta and status == records.STATUS_OK and "delta_file" not in record
+        if status == "stale" and rerun_stale:
+            continue  # already chosen above
         if (
             force
             or status == "pending"
@@ -162,6 +174,7 @@ def run_sweep(
     force: bool = False,
     progress: bool = True,
     impossible: dict[str, str] | None = None,
+    rerun_stale: bool = False,
 ) -> list[dict[str, Any]]:
     """Run what the plan still needs; return the plan's records (finished ones included).
     ``impossible`` (run key → reason, from :func:`bench.pairs.pair_problems`): those runs are
@@ -174,10 +187,12 @@ def run_sweep(
                 f"{fixed['added']} record(s) indexed",
                 file=sys.stderr,
             )
-        selection = select_runs(plan, output, rerun_failed, force, options.save_delta)
+        selection = select_runs(
+            plan, output, rerun_failed, force, options.save_delta, rerun_stale=rerun_stale
+        )
         print(describe_counts(selection, len(plan)), file=sys.stderr)
         config = executor.resolved()
-        options = replace(options, force=force)
+        options = replace(options, force=force or rerun_stale)
         if config.kind != "slurm":
             for run in selection.to_run:  # markers left by a killed worker
                 records.running_path(output, run.key).unlink(missing_ok=True)

@@ -20,6 +20,7 @@ __all__ = [
     "build_method",
     "get_method",
     "method_names",
+    "method_source_hash",
     "variant_label",
 ]
 
@@ -82,3 +83,28 @@ def variant_label(name: str, overrides: dict[str, Any] | None = None) -> str:
     if not changed:
         return name
     return f"{name} [{', '.join(f'{k}={v}' for k, v in changed.items())}]"
+
+
+@functools.cache
+def method_source_hash(name: str) -> str:
+    """A hash of the source of method ``name``: the files of its class and base classes in this
+    package, and the package's private helper modules (``methods/_*.py``) those files import.
+    Records keep it; ``run --dry-run`` marks records made by other code ``stale``."""
+    import hashlib
+    import inspect
+    import re
+    import sys
+    from pathlib import Path
+
+    files: set[Path] = set()
+    for cls in get_method(name).__mro__:
+        module = sys.modules.get(cls.__module__)
+        if module is not None and cls.__module__.startswith(f"{__name__}."):
+            files.add(Path(inspect.getfile(module)))
+    for path in sorted(files):
+        for helper in re.findall(r"from methods\.(_\w+) import", path.read_text("utf-8")):
+            files.add(Path(__path__[0]) / f"{helper}.py")
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]

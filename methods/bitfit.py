@@ -3,7 +3,8 @@
 Every ``bias`` parameter of the backbone (attention, feed-forward and LayerNorm biases) trains
 with the head; every weight stays frozen. Stored: the biases and the head. There is no closed
 form (which modules carry a bias differs between architectures), so the counts have none; the
-biases are counted as trainable and stored, never as backbone.
+biases are counted as trainable and stored, never as backbone. It runs when named
+(``--methods bitfit``), not in sweeps that list no methods.
 
 Default learning rate 1e-3: a bias-only update needs a far larger step than full fine-tuning
 (not tuned here; set ``lr`` per task).
@@ -49,6 +50,7 @@ class BitFit(Method):
     name: ClassVar[str] = "bitfit"
     description: ClassVar[str] = "BitFit: the backbone's bias terms and the head are trained."
     config_cls: ClassVar[type[MethodConfig]] = BitFitConfig
+    default_in_sweeps: ClassVar[bool] = False  # a baseline beside the prompt methods: opt in
 
     def attach(
         self, backbone: nn.Module, task: TaskSpec, data: AttachData | None = None

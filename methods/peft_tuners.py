@@ -11,7 +11,9 @@ the input, so the input length and positions are untouched.
     d×d projection: L·t·2·r·d for t targets per layer.
 ``peft_ia3``
     ``IA3Config``: learned scaling vectors of keys, values and the feed-forward input. Closed form
-    with peft's default targets of BERT-like encoders: L·(2·d + d_ff).
+    with peft's default targets of BERT-like encoders: L·(3·d + d_ff), because peft's target
+    suffix ``output.dense`` also matches the attention's output projection (input width d)
+    beside the feed-forward output (input width d_ff); the contract test found this.
 ``peft``
     Any peft config class by name (``peft_config: LoraConfig``) with its arguments
     (``peft_kwargs: {r: 4, target_modules: [query, key, value]}``); no closed form.
@@ -284,7 +286,7 @@ class PeftIA3(PeftTuner):
         if d_ff is None or self.config.target_modules is not None:
             return None
         layers, d = config.num_hidden_layers, config.hidden_size
-        return f"L*(2*d + d_ff) = {layers}*(2*{d} + {d_ff})", layers * (2 * d + d_ff)
+        return f"L*(3*d + d_ff) = {layers}*(3*{d} + {d_ff})", layers * (3 * d + d_ff)
 
 
 class PeftAny(PeftTuner):

@@ -77,3 +77,23 @@ def test_hint_names_options_the_method_accepts() -> None:
     message = str(error.value)
     assert "p_tuning_v2 works here with injection: hidden" in message
     assert "prefix_tuning" not in message.split("methods that work here:")[1]
+
+
+def test_records_of_other_method_code_are_stale(tiny_bert_dir: Path, tiny_data_dir: Path, tmp_path):
+    from bench import records
+    from bench.sweep import select_runs
+    from bench.worker import base_record
+    from methods import method_source_hash
+
+    from helpers import tiny_plan
+
+    plan = tiny_plan(tiny_bert_dir, tiny_data_dir, seeds=(1, 2, 3))
+    now, old, unknown = plan
+    current = method_source_hash(now.method)
+    for done, source in [(now, current), (old, "0" * 16), (unknown, None)]:
+        record = {**base_record(done), "status": "ok", "method_source": source}
+        records.atomic_write_json(records.record_path(tmp_path, done.key), record)
+    selection = select_runs(plan, tmp_path)
+    assert selection.statuses == {now.key: "ok", old.key: "stale", unknown.key: "ok"}
+    assert selection.to_run == []
+    assert select_runs(plan, tmp_path, rerun_stale=True).to_run == [old]

@@ -158,7 +158,10 @@ def test_dry_run_of_glue_needs_no_network(capsys) -> None:
         == 0
     )
     out = capsys.readouterr().out
-    assert "80 runs planned, 0 already done; 80 to run" in out  # 8 tasks x 5 methods x 2
+    from methods import method_names
+
+    total = 8 * len(method_names(include_comparison=False)) * 2  # 8 tasks x methods x 2 seeds
+    assert f"{total} runs planned, 0 already done; {total} to run" in out
 
 
 # --- resumable sweeps ------------------------------------------------------------------------

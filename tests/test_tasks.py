@@ -80,12 +80,13 @@ def sst2_mapping() -> dict[str, Any]:
 
 
 def test_registry_has_the_ten_tasks() -> None:
-    assert task_names() == sorted([*GLUE_TASKS, "conll2003"])
-    assert task_names("glue") == GLUE_TASKS
-    assert task_names("ner") == ["conll2003"]
-    assert tasks.suite_names() == ["glue", "ner"]
+    # supersets: a task YAML dropped into tasks/ must not break this test
+    assert set(task_names()) >= {*GLUE_TASKS, "conll2003"}
+    assert set(task_names("glue")) >= set(GLUE_TASKS)
+    assert set(task_names("ner")) >= {"conll2003"}
+    assert set(tasks.suite_names()) >= {"glue", "ner"}
     yaml_files = sorted(TASKS_DIR.rglob("*.yaml"))
-    assert len(yaml_files) == 10
+    assert len(yaml_files) == len(task_names()) >= 10
     for path in yaml_files:
         spec = load_spec_file(path)
         assert spec == get_task(path.stem)
