@@ -17,7 +17,7 @@ from pathlib import Path
 from bench.errors import UserError
 
 DEFAULT_BACKBONE = "roberta-base"
-DEFAULT_OUTPUT = "results"
+DEFAULT_OUTPUT = "runs"  # git-ignored; shipped results live in results/reference/
 
 
 def _csv(text: str) -> list[str]:
@@ -119,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--output",
         default=DEFAULT_OUTPUT,
-        help=f"directory for run records (default: {DEFAULT_OUTPUT})",
+        help=f"directory for run records (default: {DEFAULT_OUTPUT}, git-ignored; the shipped "
+        "reference results are in results/reference/)",
     )
     run.add_argument(
         "--max-train-samples",
@@ -236,7 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
         "rerun", help="run a recorded run again from its record and compare the metrics"
     )
     again.add_argument("run_id", metavar="RUN_ID", help="run key (or a unique prefix of it)")
-    again.add_argument("--results", default=DEFAULT_OUTPUT, help="where the record is")
+    again.add_argument(
+        "--results", default=DEFAULT_OUTPUT, help=f"where the record is (default: {DEFAULT_OUTPUT})"
+    )
     again.add_argument("--output", help="where the new record goes (default: a temp directory)")
     again.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
     again.add_argument("--backbone", help="the backbone's location here, if it moved")
@@ -279,7 +282,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _execution_flags(perf)
     perf.add_argument(
-        "--out", default="results/perf", help="where the JSON goes (default results/perf)"
+        "--out",
+        default=f"{DEFAULT_OUTPUT}/perf",
+        help=f"where the JSON goes (default {DEFAULT_OUTPUT}/perf; the shipped measurements are "
+        "in results/perf)",
     )
     perf.add_argument(
         "--show", metavar="JSON", help="print the table of a report written earlier (no measuring)"

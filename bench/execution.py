@@ -8,7 +8,7 @@ model a method returns, so every method, ours or peft's, gets the same treatment
   and recomputes the layer in the backward pass (transformers' own mechanism, non-reentrant, so
   frozen inputs need no ``requires_grad`` trick and dropout masks are replayed). It trades step
   time for the activation memory that dominates frozen-backbone methods (measured on MiniLM on
-  CPU: 0.35-0.55x the peak memory for 1.4-1.6x the step time; README, Performance).
+  CPU: 0.35-0.55x the peak memory for 1.4-1.6x the step time; docs/performance.md).
   Results are the same numbers (bitwise on CPU; tested), so it is not part of the run key.
 - **compile** runs the model's forward through ``torch.compile`` (inductor, in place: the module
   keeps its parameters and names). Fused kernels change float rounding, so it is part of the run

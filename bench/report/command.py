@@ -14,8 +14,9 @@ from pathlib import Path
 
 from bench.errors import UserError
 
-DEFAULT_RESULTS = "results"
-DEFAULT_OUT = "reports"
+DEFAULT_RESULTS = "runs"  # the run command's default --output, never the shipped results
+REPORT_SUBDIR = "report"  # the report goes next to its records unless --out says otherwise
+PUBLISHED_HERE = Path("results") / "published"
 COMMANDS = ("plot", "report")
 
 
@@ -33,10 +34,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     report.add_argument(
         "--results",
         default=DEFAULT_RESULTS,
-        help=f"folder with runs/<key>.json records (default: {DEFAULT_RESULTS})",
+        help=f"folder with runs/<key>.json records (default: {DEFAULT_RESULTS}, where `run` "
+        "writes; the shipped reference sweep is results/reference/cpu-mini)",
     )
     report.add_argument(
-        "--out", default=DEFAULT_OUT, help=f"folder for the report (default: {DEFAULT_OUT})"
+        "--out",
+        help=f"folder for the report (default: RESULTS/{REPORT_SUBDIR}, next to the records)",
     )
     report.add_argument(
         "--claims",
@@ -67,9 +70,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         default=DEFAULT_RESULTS,
         help=f"folder with runs/ and deltas/ (default: {DEFAULT_RESULTS})",
     )
-    prompts.add_argument(
-        "--out", default=DEFAULT_OUT, help=f"report folder (default: {DEFAULT_OUT})"
-    )
+    prompts.add_argument("--out", help=f"report folder (default: RESULTS/{REPORT_SUBDIR})")
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -87,12 +88,16 @@ def _published_dir(option: str | None) -> Path | None:
         if not path.is_dir():
             raise UserError(f"--published {option} is not a directory")
         return path
-    here = Path(DEFAULT_RESULTS) / "published"
-    if here.is_dir():
-        return here
+    if PUBLISHED_HERE.is_dir():
+        return PUBLISHED_HERE
     from bench.report.published import default_dir
 
     return default_dir()
+
+
+def report_dir(results: str, out: str | None) -> Path:
+    """Where the report goes: ``out`` when given, else ``results/report``."""
+    return Path(out) if out else Path(results) / REPORT_SUBDIR
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -103,7 +108,7 @@ def _report(args: argparse.Namespace) -> int:
         raise UserError(f"--claims {args.claims} is not a file")
     summary = build_report(
         Path(args.results),
-        Path(args.out),
+        report_dir(args.results, args.out),
         claims_path=claims,
         published_dir=_published_dir(args.published),
         figures=not args.no_figures,
@@ -124,6 +129,6 @@ def _plot(args: argparse.Namespace) -> int:
         raise UserError(f"unknown plot '{args.plot_target}'; valid: prompts")
     from bench.report.plots import prompt_heatmap
 
-    for path in prompt_heatmap(Path(args.results), args.run, Path(args.out)):
+    for path in prompt_heatmap(Path(args.results), args.run, report_dir(args.results, args.out)):
         print(f"wrote {path}", file=sys.stdout)
     return 0

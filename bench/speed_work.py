@@ -1,8 +1,8 @@
 """Before/after measurements of the data-side speed work on real data (MiniLM, ../shared/data).
 
-    python results/perf/speed_work.py [--data-dir ../shared/data] [--backbone minilm]
+    python -m bench.speed_work [--data-dir ../shared/data] [--backbone minilm] [--out FILE]
 
-Writes ``results/perf/speed_work.json`` and prints a table:
+Writes ``results/perf/speed_work.json`` (or ``--out``) and prints a table:
 
 1. tokenization: first call (tokenize and write the Arrow cache), the same call again in this
    process (memo), and in a fresh process (disk cache);
@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+REPO = Path(__file__).resolve().parents[1]
 
 
 def tokenization(data_dir: str, backbone: str) -> dict[str, float]:
@@ -87,7 +87,8 @@ def evaluation(data_dir: str, backbone: str) -> dict[str, float]:
         return list(items)
 
     out = {}
-    for label, batch, sort in [("before_file_order_b16", 16, False), ("after_sorted_b64", 64, True)]:
+    variants = [("before_file_order_b16", 16, False), ("after_sorted_b64", 64, True)]
+    for label, batch, sort in variants:
         train.sorted = real_sorted if sort else unsorted
         start = time.perf_counter()
         metrics = train.evaluate(
@@ -154,8 +155,9 @@ def data_wait(data_dir: str, backbone: str) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data-dir", default=str(HERE.parents[2] / "shared" / "data"))
+    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
     parser.add_argument("--backbone", default="minilm")
+    parser.add_argument("--out", default=str(REPO / "results" / "perf" / "speed_work.json"))
     args = parser.parse_args()
     torch_threads = __import__("torch").get_num_threads()
     report = {
@@ -166,7 +168,7 @@ def main() -> None:
         "padding_sst2_train_b16": padding(args.data_dir, args.backbone),
         "data_wait_sst2_prompt_tuning": data_wait(args.data_dir, args.backbone),
     }
-    (HERE / "speed_work.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(report, indent=2))
 
 
