@@ -77,6 +77,10 @@ def test_method_contract(name: str) -> None:
     assert counts.stored == sum(t.numel() for t in delta.values())
     assert counts.trainable == sum(p.numel() for n, p in model.named_parameters() if n in trained)
     assert counts.head > 0 and counts.backbone > 0
+    # the backbone is the pretrained transformer: added parameters (LoRA matrices, prompts)
+    # never count in it, and only what the method trains may leave it
+    base_total = sum(p.numel() for p in pristine.base_model.parameters())
+    assert base_total - counts.trainable <= counts.backbone <= base_total
     assert counts.trainable + counts.backbone >= sum(p.numel() for p in pristine.parameters())
     if counts.formula_value is not None:
         assert counts.matches_formula, (counts.formula, counts.formula_value, counts.stored)

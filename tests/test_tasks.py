@@ -198,7 +198,7 @@ DELETE = object()
     ("dotted", "value", "expected"),
     [
         ("kind", "clasification", "did you mean 'classification'"),
-        ("suite", "superglue", "unknown suite 'superglue'"),
+        ("suite", "Super GLUE", "suite must be lower-case letters"),
         ("metrics", ["acc"], "unknown metric 'acc'; did you mean 'accuracy'"),
         ("metrics", ["pearson"], "metric 'pearson' does not apply to a classification task"),
         ("primary_metric", "matthews_correlation", "primary_metric: unknown metric result"),
