@@ -162,8 +162,9 @@ def _layers(model: nn.Module) -> nn.ModuleList:
             return module
     raise UserError(
         f"cannot find the {count} transformer layers of {type(model).__name__} "
-        f"({model.config.model_type}; ALBERT shares one layer across depth), so per-layer "
-        "prompts (placements hidden, kv) have no layer to act on; placements that work here: input"
+        f"({model.config.model_type}; ALBERT, for one, shares a single layer across depth), so "
+        "per-layer prompts (placements hidden, kv) have no layer to act on; placements that "
+        "work here: input"
     )
 
 

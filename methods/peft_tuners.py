@@ -124,6 +124,13 @@ class PeftAnyConfig(PeftTunerConfig):
         return hash(json.dumps(self.to_dict(), sort_keys=True, default=str))
 
 
+@dataclass(frozen=True)
+class _KindOnly:
+    """The one task attribute :meth:`PeftTuner._build` reads (its kind), for preflight."""
+
+    kind: Any
+
+
 class PeftTuner(Method):
     """Base of the peft weight-tuner rows: a subclass names the peft config class and its
     arguments, and may give a closed form. ``model(input_ids [B, n], attention_mask [B, n])``
@@ -144,7 +151,19 @@ class PeftTuner(Method):
         """(formula filled with numbers, value) of the adapter's stored size, or None."""
         return None
 
-    # attach / load ------------------------------------------------------------------------
+    # preflight / attach / load -----------------------------------------------------------
+
+    def preflight(self, backbone: nn.Module) -> None:
+        """Build the adapter on a copy of ``backbone`` (a meta-device model costs nothing):
+        peft refuses an architecture without default target modules, or a target that does
+        not exist, here instead of at the run."""
+        import copy
+
+        from tasks.spec import TaskKind
+
+        kind = "token_classification" if "TokenClassification" in type(backbone).__name__ else ""
+        task = _KindOnly(TaskKind(kind or "classification"))
+        self._build(copy.deepcopy(backbone), task, inference_mode=False)  # type: ignore[arg-type]
 
     def attach(
         self, backbone: nn.Module, task: TaskSpec, data: AttachData | None = None

@@ -97,3 +97,20 @@ def test_records_of_other_method_code_are_stale(tiny_bert_dir: Path, tiny_data_d
     assert selection.statuses == {now.key: "ok", old.key: "stale", unknown.key: "ok"}
     assert selection.to_run == []
     assert select_runs(plan, tmp_path, rerun_stale=True).to_run == [old]
+
+
+def test_peft_tuner_without_targets_is_refused_before_the_run() -> None:
+    """peft has no default LoRA targets for MPNet: preflight says so on a meta-device model
+    and names the option that fixes it; with target_modules the pair passes."""
+    import torch
+    import transformers as tf
+
+    config = tf.MPNetConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                            intermediate_size=64, vocab_size=100)  # fmt: skip
+    with torch.device("meta"):
+        backbone = tf.MPNetForSequenceClassification(config)
+    backbone.peft_bench_new_parameters = frozenset()
+    with pytest.raises(UserError, match="target_modules"):
+        build_method("peft_lora").preflight(backbone)
+    build_method("peft_lora", {"target_modules": ["q", "v"]}).preflight(backbone)
+    assert not any(n for n, _ in backbone.named_parameters() if "lora" in n)  # a copy was used
