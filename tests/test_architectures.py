@@ -3,7 +3,7 @@
 ``test_compatibility_matrix`` tries each (method variant, architecture) pair: attach, a training
 step (only the declared parameters get gradients, the backbone stays bit-identical) and padding
 invariance. It writes the outcome as the table of ``docs/compatibility.md`` and fails when the
-page is out of date (``PEFT_BENCH_WRITE_DOCS=1`` rewrites it). A pair may be refused, but only
+page's table is out of date (``PEFT_BENCH_WRITE_DOCS=1`` rewrites it). A pair may be refused, but only
 with a ``UserError`` that names what works instead; any other exception fails the test.
 
 MPNet's kv prefixes are also checked against its self-attention written out by hand.
@@ -291,10 +291,17 @@ def test_compatibility_matrix() -> None:
     if os.environ.get("PEFT_BENCH_WRITE_DOCS"):
         DOC.parent.mkdir(exist_ok=True)
         DOC.write_text(page, encoding="utf-8")
-    assert DOC.is_file() and DOC.read_text(encoding="utf-8") == page, (
+    # The grid must match; the footnotes quote error messages, whose rewording alone does
+    # not make the page wrong (rewriting the page refreshes them too).
+    assert DOC.is_file() and grid(DOC.read_text(encoding="utf-8")) == grid(page), (
         "docs/compatibility.md is out of date: run "
         "PEFT_BENCH_WRITE_DOCS=1 python -m pytest tests/test_architectures.py -k matrix"
     )
+
+
+def grid(page: str) -> list[str]:
+    """The table rows of a compatibility page."""
+    return [line for line in page.splitlines() if line.startswith("|")]
 
 
 def mpnet_attention_reference(attention, hidden, mask, bias, prefix):
