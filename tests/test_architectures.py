@@ -3,8 +3,9 @@
 ``test_compatibility_matrix`` tries each (method variant, architecture) pair: attach, a training
 step (only the declared parameters get gradients, the backbone stays bit-identical) and padding
 invariance. It writes the outcome as the table of ``docs/compatibility.md`` and fails when the
-page's table is out of date (``PEFT_BENCH_WRITE_DOCS=1`` rewrites it). A pair may be refused, but only
-with a ``UserError`` that names what works instead; any other exception fails the test.
+page's table is out of date (``PEFT_BENCH_WRITE_DOCS=1`` rewrites it). A pair may be refused,
+but only with a ``UserError`` that names what works instead; any other exception fails the test
+(for our own methods; another library's failure is recorded as a finding).
 
 MPNet's kv prefixes are also checked against its self-attention written out by hand.
 """
