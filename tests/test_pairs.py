@@ -34,16 +34,30 @@ def tiny_albert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def argv(model: Path, data: Path, out: Path, *extra: str) -> list[str]:
     return [
-        "run", "--tasks", "sst2", "--methods", "prefix_tuning,prompt_tuning", "--backbone",
+        "run", "--tasks", "sst2", "--methods", "prefix_tuning,prompt_tuning,bitfit,peft_lora",
+        "--backbone",
         str(model), "--data-dir", str(data), "--output", str(out), "--epochs", "1",
         "--batch-size", "16", "--max-length", "16", "--seeds", "1", "--no-progress",
-        "--executor", "serial", "--method-args", "prompt_length=2", *extra,
+        "--executor", "serial", *extra,
     ]  # fmt: skip
 
 
 def test_impossible_pair_is_seen_by_dry_run_and_recorded_failed(
-    tiny_albert_dir: Path, tiny_data_dir: Path, tmp_path: Path, capsys
+    tiny_albert_dir: Path, tiny_data_dir: Path, tmp_path: Path, capsys, monkeypatch
 ) -> None:
+    """prefix_tuning (kv on ALBERT's shared layer) and peft_lora (peft has no default targets
+    for ALBERT) cannot run; prompt_tuning and bitfit run. bitfit's closed form is made wrong
+    here, so its run must log the mismatch as a warning."""
+    from methods.base import ParamCounts
+    from methods.bitfit import BitFit
+
+    honest = BitFit.parameter_counts
+
+    def wrong_closed_form(self, model):
+        counts = honest(self, model)
+        return ParamCounts(**{**counts.__dict__, "formula": "B + 1", "formula_value": 1})
+
+    monkeypatch.setattr(BitFit, "parameter_counts", wrong_closed_form)
     out = tmp_path / "results"
     assert main(argv(tiny_albert_dir, tiny_data_dir, out, "--dry-run")) == 0
     text = capsys.readouterr().out
@@ -51,17 +65,26 @@ def test_impossible_pair_is_seen_by_dry_run_and_recorded_failed(
     assert " fail " in text and " run " in text
     assert not (out / "runs").exists()  # a dry run writes nothing
 
-    assert main(argv(tiny_albert_dir, tiny_data_dir, out)) == 1  # one failed run
+    assert main(argv(tiny_albert_dir, tiny_data_dir, out)) == 1  # failed runs among them
     found = {}
     for path in (out / "runs").glob("*.json"):
         record = json.loads(path.read_text())
         found[record["method"]] = record
-    assert found["prompt_tuning"]["status"] == "ok"
+    assert found["prompt_tuning"]["status"] == found["bitfit"]["status"] == "ok"
     failed = found["prefix_tuning"]
     assert failed["status"] == "failed" and failed["error"]["type"] == "PreflightError"
     assert "methods that work here: p_tuning, prompt_tuning" in failed["error"]["message"]
+    assert found["peft_lora"]["status"] == "failed"
+    assert "target_modules" in found["peft_lora"]["error"]["message"]
     index = [json.loads(line) for line in (out / "index.jsonl").read_text().splitlines()]
-    assert sorted(r["status"] for r in index) == ["failed", "ok"]
+    assert sorted(r["status"] for r in index) == ["failed", "failed", "ok", "ok"]
+    bitfit = found["bitfit"]
+    assert bitfit["params"]["matches_formula"] is False
+    log = (out / "logs" / f"{bitfit['key']}.log").read_text(encoding="utf-8")
+    assert "WARNING" in log and "closed form B + 1 gives 1" in log
+    # biases train and are stored, and are not counted in the backbone
+    params = bitfit["params"]
+    assert params["stored"] == params["trainable"] > params["head"]
 
 
 def test_hint_names_options_the_method_accepts() -> None:
