@@ -28,16 +28,25 @@ PREFLIGHT_ERROR = "PreflightError"
 
 def meta_model(backbone: str, kind: str) -> nn.Module | None:
     """The backbone's architecture with a task head, on the meta device (no weights), or None
-    when its config is not available offline."""
-    import torch
-    import transformers
-
+    when its config is not available offline (then neither torch nor transformers is imported:
+    a dry run of Hub backbones stays fast)."""
     from bench.backbones import resolve_backbone
 
     try:
         ref = resolve_backbone(backbone)
+    except UserError:
+        return None
+    if not ref.is_local:
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(ref.location, "config.json"), str):
+            return None
+    import torch
+    import transformers
+
+    try:
         config = transformers.AutoConfig.from_pretrained(ref.location, local_files_only=True)
-    except (OSError, ValueError, UserError):
+    except (OSError, ValueError):
         return None
     config.num_labels = 1 if kind == "regression" else 2
     auto = (
