@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import importlib
 import pkgutil
+from pathlib import Path
 from typing import Any
 
 from methods.base import AttachData, Method, MethodConfig, ParamCounts
@@ -20,6 +21,7 @@ __all__ = [
     "build_method",
     "get_method",
     "method_names",
+    "method_source_files",
     "method_source_hash",
     "variant_label",
 ]
@@ -85,26 +87,37 @@ def variant_label(name: str, overrides: dict[str, Any] | None = None) -> str:
     return f"{name} [{', '.join(f'{k}={v}' for k, v in changed.items())}]"
 
 
-@functools.cache
-def method_source_hash(name: str) -> str:
-    """A hash of the source of method ``name``: the files of its class and base classes in this
-    package, and the package's private helper modules (``methods/_*.py``) those files import.
-    Records keep it; ``run --dry-run`` marks records made by other code ``stale``."""
-    import hashlib
+def method_source_files(name: str) -> list[Path]:
+    """The files whose source defines method ``name``: its class's and base classes' modules in
+    this package, and the modules of this package they import (``from methods.X import``),
+    recursively."""
     import inspect
     import re
     import sys
-    from pathlib import Path
 
     files: set[Path] = set()
     for cls in get_method(name).__mro__:
         module = sys.modules.get(cls.__module__)
         if module is not None and cls.__module__.startswith(f"{__name__}."):
             files.add(Path(inspect.getfile(module)))
-    for path in sorted(files):
-        for helper in re.findall(r"from methods\.(_\w+) import", path.read_text("utf-8")):
-            files.add(Path(__path__[0]) / f"{helper}.py")
+    todo = sorted(files)
+    while todo:  # helpers that helpers import, too
+        text = todo.pop().read_text("utf-8")
+        for helper in re.findall(r"from methods\.(\w+) import", text):
+            path = Path(__path__[0]) / f"{helper}.py"
+            if path not in files and path.is_file():
+                files.add(path)
+                todo.append(path)
+    return sorted(files)
+
+
+@functools.cache
+def method_source_hash(name: str) -> str:
+    """A hash of :func:`method_source_files` of method ``name``. Records keep it; ``run
+    --dry-run`` marks records made by other code ``stale``."""
+    import hashlib
+
     digest = hashlib.sha256()
-    for path in sorted(files):
+    for path in method_source_files(name):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]

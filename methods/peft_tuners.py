@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from bench.errors import UserError
+from methods._peft import HEAD_COPY, load_peft, new_modules_to_save
 from methods.base import AttachData, Method, MethodConfig, ParamCounts, check_positive_int
-from methods.peft_rows import HEAD_COPY, _new_modules_to_save, _peft
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -171,7 +171,7 @@ class PeftTuner(Method):
         return self._build(backbone, task, inference_mode=False)
 
     def _build(self, backbone: nn.Module, task: TaskSpec, inference_mode: bool) -> nn.Module:
-        peft = _peft()
+        peft = load_peft()
         name = self.peft_config_class()
         config_cls = getattr(peft, name, None)
         if not isinstance(config_cls, type) or not issubclass(config_cls, peft.PeftConfig):
@@ -186,7 +186,7 @@ class PeftTuner(Method):
             config = config_cls(
                 task_type=peft.TaskType.TOKEN_CLS if token_level else peft.TaskType.SEQ_CLS,
                 inference_mode=inference_mode,
-                modules_to_save=_new_modules_to_save(backbone) or None,
+                modules_to_save=new_modules_to_save(backbone) or None,
                 **self.peft_kwargs(),
             )
             return peft.get_peft_model(backbone, config)
@@ -199,7 +199,7 @@ class PeftTuner(Method):
             ) from None
 
     def load(self, backbone: nn.Module, task: TaskSpec, delta: dict[str, Tensor]) -> nn.Module:
-        peft = _peft()
+        peft = load_peft()
         model = self._build(backbone, task, inference_mode=True)
         expected = set(peft.get_peft_model_state_dict(model))
         if set(delta) != expected:
@@ -253,7 +253,7 @@ class PeftTuner(Method):
     def export(self, model: nn.Module) -> dict[str, Tensor]:
         import torch
 
-        peft = _peft()
+        peft = load_peft()
         with torch.no_grad():
             state = peft.get_peft_model_state_dict(model)
         return {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}

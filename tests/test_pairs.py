@@ -137,3 +137,16 @@ def test_peft_tuner_without_targets_is_refused_before_the_run() -> None:
         build_method("peft_lora").preflight(backbone)
     build_method("peft_lora", {"target_modules": ["q", "v"]}).preflight(backbone)
     assert not any(n for n, _ in backbone.named_parameters() if "lora" in n)  # a copy was used
+
+
+def test_source_hash_covers_the_helpers_a_method_runs() -> None:
+    from methods import method_source_files
+
+    def names(method: str) -> set[str]:
+        return {path.name for path in method_source_files(method)}
+
+    assert {"prefix_tuning.py", "_prompt_method.py", "_prompting.py", "_sources.py", "base.py"} <= (
+        names("prefix_tuning")
+    )
+    assert names("full_finetune") == {"full_finetune.py", "base.py"}
+    assert names("peft_lora") == {"peft_tuners.py", "_peft.py", "base.py", "full_finetune.py"}
