@@ -7,7 +7,8 @@ page's table is out of date (``PEFT_BENCH_WRITE_DOCS=1`` rewrites it). A pair ma
 but only with a ``UserError`` that names what works instead; any other exception fails the test
 (for our own methods; another library's failure is recorded as a finding).
 
-MPNet's kv prefixes are also checked against its self-attention written out by hand.
+MPNet's and T5's kv prefixes are also checked against their self-attention written out by hand
+(both carry a relative-position bias, which must be 0 for the prefix keys).
 """
 
 from __future__ import annotations
@@ -362,4 +363,57 @@ def test_mpnet_kv_prefix_matches_hand_attention(variant) -> None:
             plain = mpnet_attention_reference(
                 layer.attention.attn, got["hidden"], mask, got["bias"], empty
             )
+            assert (got["out"] - plain)[real].abs().max() > 1e-3
+
+
+def t5_attention_reference(attention, hidden, mask, bias, prefix):
+    """T5's self-attention written out (no 1/sqrt(d) scaling), with prefix keys/values in front:
+    visible to every query, relative-position bias 0. ``bias`` [1, H, n, n] of the real keys."""
+    batch, n, _ = hidden.shape
+    heads, head_dim = attention.n_heads, attention.key_value_proj_dim
+
+    def split(x):
+        return x.view(batch, -1, heads, head_dim).transpose(1, 2)
+
+    m = prefix[0].shape[2]
+    query = split(attention.q(hidden))
+    key = torch.cat([prefix[0], split(attention.k(hidden))], dim=2)
+    value = torch.cat([prefix[1], split(attention.v(hidden))], dim=2)
+    scores = query @ key.transpose(-1, -2)
+    scores = scores + torch.cat([bias.new_zeros(1, heads, n, m), bias], dim=-1)
+    visible = torch.cat([torch.ones(batch, m), mask.float()], dim=1).bool()
+    scores = scores.masked_fill(~visible[:, None, None, :], float("-inf"))
+    context = (scores.softmax(-1) @ value).transpose(1, 2).reshape(batch, n, -1)
+    return attention.o(context)
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_t5_kv_prefix_matches_hand_attention(attn) -> None:
+    """T5 goes through the attention interface with its own relative-position bias, passed as
+    ``position_bias``: the prefix keys must get 0 there, and the real keys their own bias."""
+    backbone = make_backbone("T5-encoder").eval()
+    backbone.config._attn_implementation = attn
+    blocks = backbone.transformer.encoder.block
+    model = build("p_tuning_v2", {}).attach(backbone, get_task("conll2003")).eval()
+    ids, mask = inputs(0, lengths=(6, 4))
+    seen: dict[int, dict] = {}
+    for index, block in enumerate(blocks):
+
+        def post(module, args, kwargs, output, index=index):
+            hidden = args[0] if args else kwargs["hidden_states"]
+            seen[index] = {"hidden": hidden.detach(), "out": output[0], "bias": output[1]}
+
+        block.layer[0].SelfAttention.register_forward_hook(post, with_kwargs=True)
+    with torch.no_grad():
+        prompts = model.prompts()
+        model(input_ids=ids, attention_mask=mask)
+        for index, block in enumerate(blocks):
+            prefix = tuple(prompts[index, j].unsqueeze(0).expand(2, -1, -1, -1) for j in (0, 1))
+            got = seen[index]
+            attention = block.layer[0].SelfAttention
+            expected = t5_attention_reference(attention, got["hidden"], mask, got["bias"], prefix)
+            real = mask.bool()
+            torch.testing.assert_close(got["out"][real], expected[real], atol=1e-5, rtol=0)
+            empty = tuple(p[:, :, :0] for p in prefix)
+            plain = t5_attention_reference(attention, got["hidden"], mask, got["bias"], empty)
             assert (got["out"] - plain)[real].abs().max() > 1e-3
