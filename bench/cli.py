@@ -524,11 +524,11 @@ def command_run(args: argparse.Namespace) -> int:
         headers = ["#", "key", "task", "method", "seed", "backbone", "status", "action", "GPU-min"]
         print(tabulate(rows, headers=headers))
         print(f"\n{describe_counts(selection, len(plan))}; records go to {output}/runs/")
-        reasons = sorted({(r.method, r.backbone, impossible[r.key]) for r in selection.to_run
-                          if r.key in impossible})  # fmt: skip
-        for method, backbone, reason in reasons:
-            print(f"cannot run (recorded as failed, the sweep goes on): {method} on {backbone}: "
-                  f"{reason}")  # fmt: skip
+        refused = {(r.method, r.backbone, impossible[r.key]) for r in plan if r.key in impossible}
+        for method, backbone, reason in sorted(refused):
+            print(
+                f"cannot run (recorded failed; the sweep goes on): {method} on {backbone}: {reason}"
+            )
         todo = [e.gpu_seconds for r, e in zip(plan, estimates, strict=True) if r.key in chosen]
         known = [s for s in todo if s is not None]
         unknown = (
