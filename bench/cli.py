@@ -144,6 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--max-length", type=_positive_int, help="max tokens (task default)")
     run.add_argument(
+        "--protocol",
+        choices=["carved", "validation", "official-dev"],
+        help="model-selection protocol (default: the task's: validation where validation and "
+        "test labels are public, as CoNLL-2003; else a split carved from train). official-dev "
+        "selects on the reported dev split: paper reproduction only, marked in every table",
+    )
+    run.add_argument(
         "--eval-every",
         type=_positive_int,
         help="evaluate on the selection split every N steps (default: per epoch)",
@@ -436,14 +443,23 @@ def command_perf(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hours(estimates: list, field: str) -> str:
+    """Sum of the estimates' ``field`` (seconds) in hours, "?" when any is unknown."""
+    values = [getattr(e, field) for e in estimates]
+    if any(v is None for v in values):
+        return "?"
+    return f"{sum(values) / 3600:.2f}" if sum(values) < 360 else f"{sum(values) / 3600:.1f}"
+
+
 def command_run(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
     from bench import records
     from bench.executors import ExecutorConfig
-    from bench.runner import PlanRequest, build_plan, parse_seeds, preflight
+    from bench.runner import PlanRequest, build_sweep, parse_seeds, preflight
+    from bench.search import describe_searches, waiting_final_keys
     from bench.suites import get_suite
-    from bench.sweep import describe_counts, run_sweep, select_runs
+    from bench.sweep import describe_counts, run_stages, select_runs
     from bench.worker import WorkerOptions
     from methods import method_names
 
@@ -462,6 +478,7 @@ def command_run(args: argparse.Namespace) -> int:
         "eval_every",
         "activation_checkpointing",
         "compile",
+        "protocol",
     ):
         if getattr(args, key) is not None:
             train[key] = getattr(args, key)
@@ -493,9 +510,14 @@ def command_run(args: argparse.Namespace) -> int:
         train=train,
         method_overrides={**args.method_args, **({"lr": args.lr} if args.lr is not None else {})},
         suite=suite,
+        explicit_seeds=args.seeds is not None,
     )
-    plan = build_plan(request)
+    sweep = build_sweep(request)
     output = Path(args.output)
+    stage_one = sweep.stage_one()
+    stage_one_keys = {run.key for run in stage_one}
+    finals = [r for r in sweep.finals(output) if r.key not in stage_one_keys]
+    plan = stage_one + finals
     selection = select_runs(
         plan, output, args.rerun_failed, args.force, args.save_delta, rerun_stale=args.rerun_stale
     )
@@ -503,14 +525,17 @@ def command_run(args: argparse.Namespace) -> int:
 
     impossible = pair_problems(selection.to_run)
     if args.dry_run:
-        from bench.estimate import ASSUMPTION, estimate_plan
+        from bench.estimate import ASSUMPTION, CPU_ASSUMPTION, estimate_plan
 
         chosen = {run.key for run in selection.to_run}
         estimates = estimate_plan(plan)
+        searched = {r.key for r in sweep.search_runs}
+        final_keys = {r.key for r in finals}
         rows = [
             (
                 i + 1,
                 r.key,
+                "search" if r.key in searched else "final" if r.key in final_keys else "run",
                 r.task,
                 r.method,
                 r.seed,
@@ -518,11 +543,15 @@ def command_run(args: argparse.Namespace) -> int:
                 selection.statuses[r.key],
                 ("fail" if r.key in impossible else "run") if r.key in chosen else "skip",
                 "?" if e.gpu_seconds is None else f"{e.gpu_seconds / 60:.1f}",
+                "?" if e.cpu_seconds is None else f"{e.cpu_seconds / 60:.1f}",
             )
             for i, (r, e) in enumerate(zip(plan, estimates, strict=True))
         ]
-        headers = ["#", "key", "task", "method", "seed", "backbone", "status", "action", "GPU-min"]
-        print(tabulate(rows, headers=headers))
+        headers = ["#", "key", "stage", "task", "method", "seed", "backbone", "status", "action"]
+        print(tabulate(rows, headers=[*headers, "GPU-min", "CPU-min"]))
+        waiting = describe_searches(sweep.states(output))
+        if waiting:
+            print("\n" + waiting)
         print(f"\n{describe_counts(selection, len(plan))}; records go to {output}/runs/")
         refused = {(r.method, r.backbone, impossible[r.key]) for r in plan if r.key in impossible}
         for method, backbone, reason in sorted(refused):
@@ -538,6 +567,26 @@ def command_run(args: argparse.Namespace) -> int:
             f"estimated GPU time of the runs to do: {sum(known) / 3600:.1f} GPU-hours{unknown}"
             f" [rough: {ASSUMPTION}]"
         )
+        cpu = [e.cpu_seconds for r, e in zip(plan, estimates, strict=True) if r.key in chosen]
+        cpu_known = [s for s in cpu if s is not None]
+        if cpu_known:
+            print(
+                f"estimated CPU time of the runs to do: {sum(cpu_known) / 3600:.1f} CPU-hours "
+                f"= {sum(cpu_known) / 60:.1f} CPU-min ({len(cpu_known)} runs) "
+                f"[rough: {CPU_ASSUMPTION}]"
+            )
+        later = [
+            sweep.final_runs[key]
+            for state in sweep.states(output)
+            if not state.complete
+            for key in waiting_final_keys(state.cell)
+        ]
+        if later:
+            print(
+                f"still to plan after the searches: {len(later)} final runs, about "
+                f"{_hours(estimate_plan(later), 'gpu_seconds')} GPU-hours / "
+                f"{_hours(estimate_plan(later), 'cpu_seconds')} CPU-hours (same assumptions)"
+            )
         return 0
 
     preflight(selection.to_run)
@@ -550,8 +599,8 @@ def command_run(args: argparse.Namespace) -> int:
         checkpoints=args.checkpoints,
         timeout_s=args.timeout_min * 60 if args.timeout_min else None,
     )
-    results = run_sweep(
-        plan,
+    results, plan = run_stages(
+        sweep,
         output,
         executor,
         options,

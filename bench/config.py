@@ -68,8 +68,20 @@ class TrainConfig:
             "rounding, so it is part of the run key when set."
         },
     )
+    protocol: str | None = field(
+        default=None,
+        metadata={
+            "help": "Model-selection protocol: carved, validation or official-dev (None: the "
+            "task's standard one, resolved at planning; see bench/protocols.py). Part of the "
+            "run key unless carved."
+        },
+    )
 
     def __post_init__(self) -> None:
+        from bench.protocols import PROTOCOLS
+
+        if self.protocol is not None and self.protocol not in PROTOCOLS:
+            raise UserError(f"protocol must be one of {list(PROTOCOLS)}, got {self.protocol!r}")
         for name in ["val_fraction", "warmup_ratio", "weight_decay", "max_grad_norm"]:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float):
@@ -128,7 +140,7 @@ class TrainConfig:
 
 
 #: TrainConfig fields added after the first records were written (see ``key_dict``).
-KEYED_ONLY_WHEN_SET = ("group_by_length", "compile")
+KEYED_ONLY_WHEN_SET = ("group_by_length", "compile", "protocol")
 #: Fields that change how a run executes, not its numbers (tested bitwise): never in the key.
 NEVER_KEYED = ("activation_checkpointing",)
 

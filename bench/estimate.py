@@ -64,9 +64,25 @@ KNOWN_PARAMETERS: dict[str, float] = {
 }
 
 
+#: CPU throughput measured in this repository (docs/performance.md, "CPU figures": ``python -m
+#: bench perf --backbone minilm --seq-len 128 --batch-size 16 --steps 20 --warmup 3 --compare
+#: peft --device cpu --repeats 2`` on 2 cores): MiniLM-L6 (22.7M parameters) trains 1939 tokens/s
+#: with full fine-tuning and 2235-2778 (mean 2503) with a frozen backbone, and evaluates
+#: 7124-8465 (mean of the five methods 7906). Other backbones are scaled by parameter count
+#: (compute per token ∝ N).
+CPU_REFERENCE_PARAMETERS = 22.7e6
+CPU_TRAIN_TOKENS_PER_S = {"full_finetune": 1939.0, "frozen": 2503.0}
+CPU_EVAL_TOKENS_PER_S = 7906.0
+CPU_ASSUMPTION = (
+    "MiniLM rates measured on 2 CPU cores (docs/performance.md), scaled by parameters; tokens "
+    "at max_length; per-run loading and tokenizing not included"
+)
+
+
 @dataclass(frozen=True)
 class Estimate:
     gpu_seconds: float | None  # None: the backbone's size or the data's size is unknown
+    cpu_seconds: float | None = None
 
 
 def backbone_parameters(name: str, location: str | None = None) -> float | None:
@@ -127,13 +143,20 @@ def estimate_run(run: RunSpec, parameters: float | None) -> Estimate:
     spec = get_task(run.task)
     pool = min(sizes[0], cfg.max_train_samples or sizes[0])
     selection = max(1, round(pool * cfg.val_fraction))
-    steps = cfg.epochs * math.ceil((pool - selection) / cfg.batch_size)
+    trained = pool - selection
+    if cfg.protocol in ("validation", "official-dev"):  # all of the pool trains; selection on dev
+        selection, trained = min(sizes[1], cfg.max_eval_samples or sizes[1]), pool
+    steps = cfg.epochs * math.ceil(trained / cfg.batch_size)
     length = cfg.max_length or spec.max_length
     per_token = 6 * parameters if run.method == "full_finetune" else 4 * parameters
     train_flops = steps * cfg.batch_size * length * per_token
     evaluated = selection * cfg.epochs + min(sizes[1], cfg.max_eval_samples or sizes[1])
     eval_flops = evaluated * length * 2 * parameters
-    return Estimate((train_flops + eval_flops) / (PEAK_FLOPS * UTILIZATION))
+    scale = parameters / CPU_REFERENCE_PARAMETERS
+    rate = CPU_TRAIN_TOKENS_PER_S["full_finetune" if run.method == "full_finetune" else "frozen"]
+    train_tokens, eval_tokens = steps * cfg.batch_size * length, evaluated * length
+    cpu = scale * (train_tokens / rate + eval_tokens / CPU_EVAL_TOKENS_PER_S)
+    return Estimate((train_flops + eval_flops) / (PEAK_FLOPS * UTILIZATION), cpu)
 
 
 def estimate_plan(plan: list[RunSpec]) -> list[Estimate]:

@@ -1,8 +1,9 @@
 """Planning: methods × tasks × seeds × backbones → one resolved RunSpec per run.
 
 Each run's configuration is layered: method defaults, then the suite's settings that match its
-(task, method) in file order, then command-line flags. Execution lives in :mod:`bench.sweep`
-(driver), :mod:`bench.executors` and :mod:`bench.worker`.
+(task, method) in file order, then the grid point of a search (:func:`build_sweep`), then
+command-line flags; its selection protocol is resolved per task (:mod:`bench.protocols`).
+Execution lives in :mod:`bench.sweep` (driver), :mod:`bench.executors` and :mod:`bench.worker`.
 """
 
 from __future__ import annotations
@@ -57,50 +58,203 @@ class PlanRequest:
     train: dict[str, Any] = field(default_factory=dict)
     method_overrides: dict[str, Any] = field(default_factory=dict)
     suite: Suite | None = None
+    explicit_seeds: bool = False  # seeds given on the command line (they win over a search's)
 
 
 def build_plan(request: PlanRequest) -> list[RunSpec]:
-    """Resolve names, identities and configs into one RunSpec per run (UserError on bad input)."""
-    from bench.backbones import resolve_backbone
-    from bench.data import data_identity
-    from methods import get_method
-    from tasks import get_task
-
-    specs = [get_task(name) for name in _unique(request.tasks)]
-    method_classes = [get_method(name) for name in _unique(request.methods)]
-    refs = [resolve_backbone(name) for name in _unique(request.backbones)]
-    identities = {spec.name: data_identity(spec, request.data_dir) for spec in specs}
+    """Resolve names, identities and configs into one RunSpec per run (UserError on bad input).
+    The suite's ``search`` blocks are not expanded here; :func:`build_sweep` does that."""
+    context = _Context.of(request)
     plan = []
-    for ref in refs:
-        for spec in specs:
-            for cls in method_classes:
-                suite_train, suite_method = (
-                    request.suite.overrides(spec.name, cls.name) if request.suite else ({}, {})
-                )
-                try:
-                    train = TrainConfig.from_dict({**suite_train, **request.train})
-                    config = cls.config_cls.from_dict(
-                        {**suite_method, **request.method_overrides}
-                    ).to_dict()
-                except UserError as error:
-                    raise UserError(f"{spec.name} × {cls.name}: {error}") from None
+    for ref in context.refs:
+        for spec in context.specs:
+            for cls in context.method_classes:
                 for seed in request.seeds:
-                    plan.append(
-                        RunSpec(
-                            task=spec.name,
-                            method=cls.name,
-                            method_config=config,
-                            backbone=ref.name,
-                            backbone_identity=ref.identity,
-                            data_dir=str(Path(request.data_dir).expanduser().resolve())
-                            if request.data_dir
-                            else None,
-                            data_identity=identities[spec.name],
-                            seed=seed,
-                            train=train,
-                        )
-                    )
+                    plan.append(context.run(ref, spec, cls, seed, {}, where=""))
     return plan
+
+
+@dataclass(frozen=True)
+class _Context:
+    """Resolved names of a request, and the one place where a run's values are layered."""
+
+    request: PlanRequest
+    specs: list[Any]
+    method_classes: list[Any]
+    refs: list[Any]
+    identities: dict[str, str]
+
+    @classmethod
+    def of(cls, request: PlanRequest) -> _Context:
+        from bench.backbones import resolve_backbone
+        from bench.data import data_identity
+        from methods import get_method
+        from tasks import get_task
+
+        specs = [get_task(name) for name in _unique(request.tasks)]
+        return cls(
+            request=request,
+            specs=specs,
+            method_classes=[get_method(name) for name in _unique(request.methods)],
+            refs=[resolve_backbone(name) for name in _unique(request.backbones)],
+            identities={spec.name: data_identity(spec, request.data_dir) for spec in specs},
+        )
+
+    def run(self, ref: Any, spec: Any, cls: Any, seed: int, point: dict[str, Any], where: str):
+        """One RunSpec: method defaults < suite settings < grid ``point`` < command line."""
+        import dataclasses
+
+        from bench.protocols import resolve
+
+        request = self.request
+        suite_train, suite_method = (
+            request.suite.overrides(spec.name, cls.name) if request.suite else ({}, {})
+        )
+        train_keys = {f.name for f in dataclasses.fields(TrainConfig)}
+        point_train = {k: v for k, v in point.items() if k in train_keys}
+        point_method = {k: v for k, v in point.items() if k not in train_keys}
+        try:
+            values = {**suite_train, **point_train, **request.train}
+            train = TrainConfig.from_dict(values)
+            train = dataclasses.replace(train, protocol=resolve(train.protocol, spec))
+            config = cls.config_cls.from_dict(
+                {**suite_method, **point_method, **request.method_overrides}
+            ).to_dict()
+        except UserError as error:
+            raise UserError(f"{spec.name} × {cls.name}{where}: {error}") from None
+        data_dir = request.data_dir
+        return RunSpec(
+            task=spec.name,
+            method=cls.name,
+            method_config=config,
+            backbone=ref.name,
+            backbone_identity=ref.identity,
+            data_dir=str(Path(data_dir).expanduser().resolve()) if data_dir else None,
+            data_identity=self.identities[spec.name],
+            seed=seed,
+            train=train,
+        )
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """A sweep in two stages. Stage one: the plain runs (cells without a search) and every
+    searched grid point × search seed. Stage two: each complete search's winner × final seeds,
+    known only once stage one's records exist (:meth:`finals`). ``cells`` are the search
+    records (see :mod:`bench.search`); ``final_runs`` maps every point's final keys to runs."""
+
+    plain: list[RunSpec]
+    search_runs: list[RunSpec]
+    cells: list[dict[str, Any]]
+    final_runs: dict[str, RunSpec]
+
+    def stage_one(self) -> list[RunSpec]:
+        return list({r.key: r for r in [*self.plain, *self.search_runs]}.values())
+
+    def states(self, output: Path) -> list[Any]:
+        from bench.search import cell_state
+
+        def read(key: str) -> dict[str, Any] | None:
+            return records.read_record(output, key)
+
+        return [cell_state(cell, read) for cell in self.cells]
+
+    def finals(self, output: Path) -> list[RunSpec]:
+        """The final runs of every cell whose search is complete (winner × final seeds)."""
+        runs = [self.final_runs[k] for s in self.states(output) for k in s.final_keys.values()]
+        return list({r.key: r for r in runs}.values())
+
+
+def _search_seeds(request: PlanRequest, search: Any, where: str) -> tuple[list[int], list[int]]:
+    """(search seeds, final seeds) of a searched cell (see bench.suites on seeds)."""
+    wanted = max(search.search_seeds, search.final_seeds)
+    if request.explicit_seeds:
+        pool = list(request.seeds)
+    elif request.suite is not None and request.suite.seeds:
+        pool = list(request.suite.seeds)
+    else:
+        pool = list(parse_seeds(str(wanted)))
+    if len(pool) < search.search_seeds:
+        raise UserError(
+            f"{where}: search_seeds {search.search_seeds} needs that many seeds, the seed list "
+            f"has {len(pool)}: {pool}"
+        )
+    if not request.explicit_seeds and len(pool) < search.final_seeds:
+        raise UserError(
+            f"{where}: final_seeds {search.final_seeds} needs that many seeds, the suite's "
+            f"'seeds' lists {len(pool)}: {pool}"
+        )
+    final = pool if request.explicit_seeds else pool[: search.final_seeds]
+    return pool[: search.search_seeds], final
+
+
+def build_sweep(request: PlanRequest) -> SweepPlan:
+    """The plan of a sweep whose suite may hold ``search`` blocks (UserError on bad input, before
+    anything is written): cells without a search as :func:`build_plan`, searched cells as every
+    chosen grid point × search seed, with every point's final runs resolved in advance."""
+    from bench import protocols
+    from bench.search import cell_id
+
+    context = _Context.of(request)
+    fixed = set(request.train) | set(request.method_overrides)
+    plain: list[RunSpec] = []
+    search_runs: list[RunSpec] = []
+    cells: list[dict[str, Any]] = []
+    final_runs: dict[str, RunSpec] = {}
+    for ref in context.refs:
+        for spec in context.specs:
+            for cls in context.method_classes:
+                search = request.suite.search_for(spec.name, cls.name) if request.suite else None
+                if search is None:
+                    plain += [context.run(ref, spec, cls, s, {}, "") for s in request.seeds]
+                    continue
+                where = f"{spec.name} × {cls.name} search"
+                dropped = sorted(fixed & set(search.grid))
+                search = search.without(dropped)
+                seeds, final_seeds = _search_seeds(request, search, where)
+                points, chosen = search.all_points(), search.chosen()
+                cell_points = []
+                for index in chosen:
+                    point = points[index]
+                    label = f" (search point {point})"
+                    runs = {s: context.run(ref, spec, cls, s, point, label) for s in seeds}
+                    finals = {s: context.run(ref, spec, cls, s, point, label) for s in final_seeds}
+                    search_runs += runs.values()
+                    final_runs.update({r.key: r for r in finals.values()})
+                    cell_points.append(
+                        {
+                            "index": index,
+                            "values": point,
+                            "search_keys": {str(s): r.key for s, r in runs.items()},
+                            "final_keys": {str(s): r.key for s, r in finals.items()},
+                        }
+                    )
+                first = search_runs[-1]
+                cell = {
+                    "backbone": ref.name,
+                    "backbone_identity": ref.identity,
+                    "task": spec.name,
+                    "method": cls.name,
+                    "protocol": protocols.name_of(first.train),
+                    "metric": spec.primary_metric,
+                    "grid": {k: list(v) for k, v in search.grid.items()},
+                    "searched_grid": {
+                        k: list(dict.fromkeys(points[i][k] for i in chosen)) for k in search.grid
+                    },
+                    "fixed_by_flags": dropped,
+                    "grid_points": len(points),
+                    "budget": search.budget,
+                    "budget_seed": search.budget_seed,
+                    "chosen": chosen,
+                    "search_seeds": seeds,
+                    "final_seeds": final_seeds,
+                    "sources": list(search.sources),
+                    "suite": request.suite.name,
+                    "points": cell_points,
+                }
+                cell["id"] = cell_id(cell)
+                cells.append(cell)
+    return SweepPlan(plain=plain, search_runs=search_runs, cells=cells, final_runs=final_runs)
 
 
 def _unique(names: Sequence[str]) -> list[str]:

@@ -16,8 +16,24 @@ file is a mapping with these keys (only ``tasks`` is required)::
         methods: [p_tuning_v2]    # optional: restrict to these methods
         train: {epochs: 5}        # TrainConfig overrides
         method: {lr: 1.0e-2}      # method config overrides
+    search:                       # hyperparameter search per (task, method); docs/search.md
+      - source: "where the grid comes from"
+        tasks: [rte]              # optional: restrict to these tasks (same matching as settings)
+        methods: [p_tuning_v2]    # optional: restrict to these methods
+        grid: {lr: [5.0e-3, 1.0e-2], prompt_length: [8, 20]}   # any train or method config key
+        search_seeds: 1           # seeds per grid point (default 1)
+        final_seeds: 5            # seeds of the winner (default 5)
+        budget: 4                 # optional: at most 4 points, a seeded random subset
+        budget_seed: 0            # seed of that subset (default 0)
 
 Every mapping rejects unknown keys, naming them and the allowed ones.
+
+Precedence of a run's values: method defaults < ``settings`` (in order) < the grid point <
+command-line flags. A grid key also given as a flag (``--lr``, ``--method-args``) is dropped from
+the grid. Matching ``search`` entries merge in order like ``settings``: later grid keys and
+counts win. Seeds of a searched cell: the pool is ``--seeds`` if given, else the suite's
+``seeds``, else the default seeds; search runs take its first ``search_seeds``, final runs its
+first ``final_seeds`` (all of ``--seeds`` when it is given).
 """
 
 from __future__ import annotations
@@ -31,9 +47,20 @@ from typing import Any
 import yaml
 
 from bench.errors import UserError, unknown_name_error
+from bench.search import Search, SearchBlock, merge_blocks, parse_block
 
 SUITES_DIR = Path(__file__).parent / "suites"
-SUITE_KEYS = ("name", "description", "tasks", "methods", "seeds", "backbones", "train", "settings")
+SUITE_KEYS = (
+    "name",
+    "description",
+    "tasks",
+    "methods",
+    "seeds",
+    "backbones",
+    "train",
+    "settings",
+    "search",
+)
 SETTING_KEYS = ("source", "tasks", "methods", "train", "method")
 
 
@@ -64,6 +91,7 @@ class Suite:
     seeds: tuple[int, ...] = ()
     backbones: tuple[str, ...] = ()
     settings: tuple[Setting, ...] = ()
+    search: tuple[SearchBlock, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.tasks:
@@ -78,6 +106,10 @@ class Suite:
                 train.update(setting.train)
                 method_values.update(setting.method)
         return train, method_values
+
+    def search_for(self, task: str, method: str) -> Search | None:
+        """The hyperparameter search of (task, method), or None when it has none."""
+        return merge_blocks(self.search, task, method)
 
 
 def _check_keys(data: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:
@@ -155,6 +187,37 @@ def _parse_setting(data: Any, where: str, suite_tasks: tuple[str, ...]) -> Setti
     )
 
 
+def _grid_keys(methods: tuple[str, ...]) -> Any:
+    """A checker of grid keys: None for a TrainConfig key or a key of one of ``methods``'
+    configs (every registered method when empty), else the sorted allowed keys."""
+    import dataclasses
+
+    from bench.config import TrainConfig
+    from methods import get_method, method_names
+
+    allowed = {f.name for f in dataclasses.fields(TrainConfig)} - set(UNSEARCHABLE)
+    for name in methods or method_names(include_comparison=True):
+        allowed |= {f.name for f in dataclasses.fields(get_method(name).config_cls)}
+    return lambda key: None if key in allowed else sorted(allowed)
+
+
+#: TrainConfig keys a grid may not vary: a protocol per cell (never mixed within one), and a
+#: setting that does not change results (its points would be the same runs).
+UNSEARCHABLE = ("protocol", "activation_checkpointing")
+
+
+def _parse_search(data: Any, where: str, suite_tasks: tuple[str, ...]) -> SearchBlock:
+    methods = _names(data, "methods", where) if isinstance(data, dict) else ()
+    _check_methods(methods, where)
+    block = parse_block(data, where, _names, _grid_keys(methods))
+    stray = [t for t in block.tasks if t not in suite_tasks]
+    if stray:
+        raise UserError(
+            f"{where}: task(s) {stray} are not in the suite's tasks {list(suite_tasks)}"
+        )
+    return block
+
+
 def _seeds(data: dict[str, Any], where: str) -> tuple[int, ...]:
     value = data.get("seeds", [])
     if not isinstance(value, list) or not all(
@@ -183,6 +246,12 @@ def parse_suite(data: Any, source: str) -> Suite:
     settings += [
         _parse_setting(item, f"{where} settings[{i}]", tasks) for i, item in enumerate(raw_settings)
     ]
+    raw_search = data.get("search", [])
+    if not isinstance(raw_search, list):
+        raise UserError(f"{where}: 'search' must be a list of mappings")
+    search = tuple(
+        _parse_search(item, f"{where} search[{i}]", tasks) for i, item in enumerate(raw_search)
+    )
     return Suite(
         name=str(data.get("name") or Path(source).stem),
         description=str(data.get("description", "")),
@@ -191,6 +260,7 @@ def parse_suite(data: Any, source: str) -> Suite:
         seeds=_seeds(data, where),
         backbones=_names(data, "backbones", where),
         settings=tuple(settings),
+        search=search,
     )
 
 

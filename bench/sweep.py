@@ -4,6 +4,9 @@ Only the driver appends to the index. It holds a lock on the output directory (a
 on the same directory gets a clear error; the lock dies with its process, even on SIGKILL),
 repairs the index before starting (torn lines dropped, records that a killed driver never
 indexed added), and shows one progress bar: done / failed / running and the ETA.
+
+A sweep with hyperparameter searches runs in two stages (:func:`run_stages`): the search runs,
+then the final runs of every cell whose search is complete.
 """
 
 from __future__ import annotations
@@ -16,13 +19,16 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench import records
 from bench.config import RunSpec
 from bench.errors import StorageError, UserError
 from bench.executors import ExecutorConfig, get_executor
 from bench.worker import WorkerOptions
+
+if TYPE_CHECKING:
+    from bench.runner import SweepPlan
 
 #: Statuses that ``--rerun-failed`` runs again. ``diverged`` is a result of the configuration
 #: (it is reported as such); ``--force`` reruns it like everything else.
@@ -224,3 +230,46 @@ def run_sweep(
         if record is not None:
             out.append(record)
     return out
+
+
+def run_stages(
+    sweep: SweepPlan,
+    output: Path,
+    executor: ExecutorConfig,
+    options: WorkerOptions,
+    rerun_failed: bool = False,
+    force: bool = False,
+    progress: bool = True,
+    impossible: dict[str, str] | None = None,
+    rerun_stale: bool = False,
+) -> tuple[list[dict[str, Any]], list[RunSpec]]:
+    """Stage one (plain and search runs), then stage two (the winners' final runs of every
+    complete search), each through :func:`run_sweep`; returns (records, the runs planned).
+    The search records go to ``output/searches`` first. A search still incomplete after stage
+    one (runs failed, or queued on Slurm with ``--no-wait``) gets its final runs from a later
+    invocation of the same command. ``impossible`` and ``rerun_stale``: see :func:`run_sweep`
+    (the final runs, planned only now, get their (method, backbone) pairs checked here)."""
+    from bench.runner import preflight
+    from bench.search import describe_searches, write_cells
+
+    write_cells(output, sweep.cells)
+    stage_one = sweep.stage_one()
+    stages = {"impossible": impossible, "rerun_stale": rerun_stale}
+    results = run_sweep(
+        stage_one, output, executor, options, rerun_failed, force, progress, **stages
+    )
+    if not sweep.cells:
+        return results, stage_one
+    done = {run.key for run in stage_one}
+    finals = [run for run in sweep.finals(output) if run.key not in done]
+    print(describe_searches(sweep.states(output)), file=sys.stderr)
+    if finals:
+        preflight(finals)
+        if impossible is not None:
+            from bench.pairs import pair_problems
+
+            stages["impossible"] = {**impossible, **pair_problems(finals)}
+        results += run_sweep(
+            finals, output, executor, options, rerun_failed, force, progress, **stages
+        )
+    return results, stage_one + finals

@@ -111,8 +111,9 @@ def train_run(
 
     from bench import checkpoint, faults
     from bench.backbones import load_backbone, load_tokenizer, resolve_backbone
-    from bench.data import Collator, carve_selection_split, load_task, make_loader, tokenize_task
+    from bench.data import Collator, load_task, make_loader, tokenize_task
     from bench.execution import apply_execution_options, configure_device
+    from bench.protocols import make_splits
     from methods import build_method
     from tasks import get_task
 
@@ -129,14 +130,10 @@ def train_run(
     tokenizer = load_tokenizer(ref, spec)
     max_length = cfg.max_length or spec.max_length
     tokenized = tokenize_task(loaded, tokenizer, ref.identity, max_length)
-    train_split, selection_split, sizes = carve_selection_split(tokenized["train"], cfg, run.seed)
+    splits = make_splits(tokenized, spec, cfg, run.seed)  # the run's selection protocol
+    train_split, sizes = splits.train, splits.sizes
     collator = Collator(tokenizer, regression=kind == "regression")
-    eval_splits = {"selection": selection_split.to_list()}
-    for name in spec.eval_splits:
-        split = tokenized[name]
-        if cfg.max_eval_samples and len(split) > cfg.max_eval_samples:
-            split = split.select(range(cfg.max_eval_samples))
-        eval_splits[name] = split.to_list()
+    eval_splits = {name: split.to_list() for name, split in splits.evaluated.items()}
 
     # Model: the same seeded backbone for every method; the method decides what trains.
     seed_everything(run.seed)
@@ -296,6 +293,7 @@ def train_run(
     tick = time.perf_counter()
     for name, split in eval_splits.items():
         metrics[name] = evaluate(model, split, spec, collator, cfg, device, progress)
+    metrics = splits.with_aliases(metrics)
     final_eval_seconds = time.perf_counter() - tick
 
     return RunResult(

@@ -105,6 +105,7 @@ def placement(executor: str) -> dict[str, Any]:
         import ray
 
         info["gpu_ids"] = [str(g) for g in ray.get_gpu_ids()]
+        info["ray_node_id"] = ray.get_runtime_context().get_node_id()
     else:
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         info["gpu_ids"] = visible.split(",") if visible else []
@@ -136,6 +137,7 @@ def run_log(path: Path) -> Iterator[None]:
 
 def base_record(run: RunSpec) -> dict[str, Any]:
     """The fields every record has, whatever the outcome."""
+    from bench import protocols
     from methods import method_source_hash
     from tasks import get_task
 
@@ -149,8 +151,8 @@ def base_record(run: RunSpec) -> dict[str, Any]:
         "backbone": run.backbone,
         "config": run.to_dict(),
         "protocol": {
-            "selection_split": f"carved from train (val_fraction {run.train.val_fraction}, "
-            f"seeded by the run seed)",
+            "name": protocols.name_of(run.train),
+            "selection_split": protocols.describe(run.train),
             "report_splits": list(spec.report_splits),
             "primary_metric": spec.primary_metric,
         },

@@ -30,6 +30,14 @@ def _run_in_worker(run: RunSpec, options: WorkerOptions) -> dict[str, Any]:
     return run_one(run, options)
 
 
+def _forwarded_env() -> dict[str, Any] | None:
+    """The driver's fault-injection setting, for workers on nodes started before it was set."""
+    from bench.faults import ENV
+
+    value = os.environ.get(ENV)
+    return {"env_vars": {ENV: value}} if value else None
+
+
 def check_resources(gpus_per_run: float, cpus_per_run: float) -> dict[str, float]:
     """Fail at once (not hang) when no node of the cluster can host one run: one node must
     have both the GPUs and the CPUs a run asks for."""
@@ -84,6 +92,7 @@ class RayExecutor(Executor):
                 num_cpus=self.config.cpus_per_run,
                 max_retries=self.config.max_retries,
                 retry_exceptions=False,
+                runtime_env=_forwarded_env(),
             )
             options = replace(options, executor=self.name)
             pending = {remote.remote(run, options): run for run in runs}

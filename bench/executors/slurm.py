@@ -10,6 +10,8 @@ running.
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -25,6 +27,9 @@ if TYPE_CHECKING:
     from bench.worker import WorkerOptions
 
 POLL_SECONDS = 15.0
+#: Seconds before the time limit at which Slurm sends USR2, so that the element checkpoints and
+#: requeues itself (submitit's handler) instead of being killed.
+SIGNAL_DELAY_S = 120
 #: Slurm states after which a job will not write its record any more.
 FINAL_STATES = {
     "BOOT_FAIL",
@@ -35,6 +40,7 @@ FINAL_STATES = {
     "NODE_FAIL",
     "OUT_OF_MEMORY",
     "TIMEOUT",
+    "PURGED",  # scontrol no longer knows it: it ended more than MinJobAge ago
 }
 
 
@@ -51,14 +57,35 @@ def read_ledger(output: Path) -> dict[str, str]:
 
 
 def job_state(output: Path, job_id: str) -> str:
-    """Slurm's state of ``job_id`` (``UNKNOWN`` when sacct cannot tell)."""
+    """Slurm's state of ``job_id``: from sacct (through submitit), or, on clusters without an
+    accounting database, from ``scontrol`` (which knows a job until ``MinJobAge`` after it
+    ended); ``UNKNOWN`` when neither can tell."""
     import submitit
 
     job = submitit.SlurmJob(folder=output / "slurm" / "%j", job_id=job_id)
     try:
-        return str(job.state).split()[0].upper()
+        state = str(job.state).split()[0].upper()
     except Exception:  # sacct missing or failing: say so instead of crashing the driver
+        state = "UNKNOWN"
+    return scontrol_state(job_id) if state == "UNKNOWN" else state
+
+
+def scontrol_state(job_id: str) -> str:
+    """``JobState`` of ``job_id`` as ``scontrol show job`` reports it, or ``UNKNOWN``."""
+    try:
+        shown = subprocess.run(
+            ["scontrol", "show", "job", "--oneliner", job_id],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
+    except subprocess.CalledProcessError as error:
+        return "PURGED" if "Invalid job id" in (error.stderr or "") else "UNKNOWN"
+    except (OSError, subprocess.SubprocessError):
         return "UNKNOWN"
+    found = re.search(r"\bJobState=(\S+)", shown)
+    return found.group(1).upper() if found else "UNKNOWN"
 
 
 def written_by(record: dict[str, Any] | None, job_id: str) -> bool:
@@ -85,6 +112,39 @@ def still_queued(output: Path, keys: Sequence[str]) -> dict[str, str]:
         ):
             live[key] = job_id
     return live
+
+
+def ended_without_record(output: Path, runs: Sequence[RunSpec]) -> dict[str, tuple[str, str]]:
+    """Of ``runs``, those that have no record at all although their submitted job has ended
+    (cancelled, node lost, purged): key → (job id, Slurm state). A plain invocation records them
+    as failed instead of silently submitting them again; ``--rerun-failed`` then reruns them."""
+    ledger = read_ledger(output)
+    ended = {}
+    for run in runs:
+        job_id = ledger.get(run.key)
+        if job_id and records.read_record(output, run.key) is None:
+            state = job_state(output, job_id)
+            if state in FINAL_STATES:
+                ended[run.key] = (job_id, state)
+    return ended
+
+
+def record_ended_job(run: RunSpec, job_id: str, state: str, output: Path) -> dict[str, Any]:
+    """Write and return the record of a run whose Slurm job ended in ``state`` without one."""
+    from bench.worker import base_record
+
+    record = base_record(run)
+    record.update(
+        status="timeout" if state == "TIMEOUT" else "failed",
+        error={
+            "type": f"Slurm{state.title().replace('_', '')}",
+            "message": f"Slurm job {job_id} ended {state} without a record; see {output}/slurm/",
+            "traceback": "",
+        },
+        finished_at=records.utc_now(),
+    )
+    records.atomic_write_json(records.record_path(output, run.key), record)
+    return record
 
 
 class SlurmExecutor(Executor):
@@ -117,7 +177,7 @@ class SlurmExecutor(Executor):
             "cpus_per_task": max(1, int(round(self.config.cpus_per_run))),
             "tasks_per_node": 1,
             "nodes": 1,
-            "slurm_signal_delay_s": 120,
+            "slurm_signal_delay_s": SIGNAL_DELAY_S,
             "slurm_additional_parameters": {"requeue": True},
         }
         if gpus:
@@ -128,7 +188,17 @@ class SlurmExecutor(Executor):
             parameters["mem_gb"] = self.config.mem_gb
         executor.update_parameters(**parameters)
         live = still_queued(output, [run.key for run in runs])
-        to_submit = [run for run in runs if run.key not in live]
+        ended = ended_without_record(output, [run for run in runs if run.key not in live])
+        for run in runs:
+            if run.key in ended:
+                job_id, state = ended[run.key]
+                events.finished(record_ended_job(run, job_id, state, output))
+        if ended:
+            print(
+                f"{len(ended)} Slurm job(s) ended without a record (cancelled or lost); recorded "
+                "as failed, not resubmitted: --rerun-failed runs them again"
+            )
+        to_submit = [run for run in runs if run.key not in live and run.key not in ended]
         try:
             jobs = executor.map_array(SlurmRun(options), to_submit) if to_submit else []
         except Exception as error:  # sbatch missing or refusing: a clear message, not a trace
@@ -152,8 +222,6 @@ class SlurmExecutor(Executor):
         output: Path,
         events: SweepEvents,
     ) -> None:
-        from bench.worker import base_record
-
         pending = {run.key: run for run in runs}
         while pending:
             for key, run in list(pending.items()):
@@ -162,19 +230,7 @@ class SlurmExecutor(Executor):
                     state = job_state(output, job_ids[key])
                     if state not in FINAL_STATES:
                         continue
-                    record = base_record(run)
-                    status = "timeout" if state == "TIMEOUT" else "failed"
-                    record.update(
-                        status=status,
-                        error={
-                            "type": f"Slurm{state.title().replace('_', '')}",
-                            "message": f"Slurm job {job_ids[key]} ended {state} without a record;"
-                            f" see {output}/slurm/",
-                            "traceback": "",
-                        },
-                        finished_at=records.utc_now(),
-                    )
-                    records.atomic_write_json(records.record_path(output, key), record)
+                    record = record_ended_job(run, job_ids[key], state, output)
                 del pending[key]
                 events.finished(record)
             if pending:

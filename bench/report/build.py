@@ -8,6 +8,8 @@ Layout of ``OUT``::
     tables/params.{md,tex,csv}
     tables/published.{md,csv}          published numbers next to ours
     tables/claims.csv
+    search.md, tables/search.csv       hyperparameter searches (when the results hold any)
+    figures/search/<cell>.{png,pdf}    heatmap of each two-key grid
     figures/<backbone>/{score_vs_params,bars,seeds,curves}.{png,pdf}
     figures/prompts/<key>.{png,pdf}    written by `plot prompts`, linked when present
 
@@ -28,6 +30,7 @@ from bench.report import (
     plots,
     published,
     render,
+    searches,
     tables,
     verdicts,
 )
@@ -84,7 +87,9 @@ def build_report(
         ]
         accuracy_links[backbone] = (slug(backbone), body)
 
-    counts = params.build_params(frame)
+    search = searches.summarize(results)
+    budgets = None if search.empty else lambda b, m: searches.budget_label(search, b, m)
+    counts = params.build_params(frame, budgets)
     if not counts.empty:
         stem = out / "tables" / "params"
         written += [
@@ -94,6 +99,14 @@ def build_report(
             render.write_text(_with(stem, "tex"), params.to_latex(counts)),
             render.write_csv(_with(stem, "csv"), params.to_frame(counts)),
         ]
+
+    if not search.empty:
+        written += [
+            render.write_text(out / "search.md", searches.to_markdown(search)),
+            render.write_csv(out / "tables" / "search.csv", searches.to_frame(search)),
+        ]
+        if figures:
+            written += searches.heatmaps(search, out / "figures" / "search")
 
     outcomes = verdicts.evaluate(frame, specs, settings)
     written += [
@@ -131,6 +144,7 @@ def build_report(
         published_files=tuple(dict.fromkeys(r.file for r in references)),
         figures=figure_links,
         prompt_figures=tuple(f"figures/prompts/{p.stem}" for p in prompt_pngs),
+        search=not search.empty,
     )
     text = index.build_index(str(results), collection, frame, outcomes, links)
     readme = render.write_text(out / "README.md", text)

@@ -9,6 +9,12 @@ Rows of a table are *methods*, split into *variants* only where one task holds r
 method with different configurations (say ``injection=kv`` and ``injection=hidden``). Values that
 differ only from task to task (a per-task learning rate) do not split a row; the footnote lists
 them instead.
+
+Searches (:mod:`bench.search`): where ``RESULTS/searches/`` holds search records, the runs of a
+search count only as its winner's final runs; every other search run is set aside (listed in
+:attr:`Collection.set_aside`, shown by the search report), so tables, plots and claims compare
+tuned methods. Runs selected on the reported dev split (``protocol: official-dev``) always carry
+``[official-dev]`` in their row label, so they never share a cell or a claim with others.
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ METHOD_ORDER = (
     "peft_prefix_tuning",
 )
 SUITE_ORDER = ("glue", "ner")
+#: The flat config key of a run's selection protocol (see bench/protocols.py).
+PROTOCOL_KEY = "train.protocol"
 COLUMNS = (
     "key",
     "backbone",
@@ -82,6 +90,7 @@ class Collection:
 
     records: tuple[dict[str, Any], ...]
     unreadable: tuple[Unreadable, ...]
+    set_aside: tuple[str, ...] = ()  # keys of search runs that are not a winner's final runs
 
 
 def load_records(results: Path) -> Collection:
@@ -111,7 +120,22 @@ def load_records(results: Path) -> Collection:
     if not records and not unreadable:
         raise UserError(f"no run records in {runs}; run `python -m bench run` first")
     records.sort(key=lambda r: str(r["key"]))
-    return Collection(tuple(records), tuple(unreadable))
+    kept, set_aside = only_selected(Path(results), records)
+    return Collection(tuple(kept), tuple(unreadable), tuple(set_aside))
+
+
+def only_selected(
+    results: Path, records: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """(records a table may use, keys set aside): a run of a search is kept only when it is
+    one of its cell's winner's final runs (a cell still searching contributes nothing)."""
+    from bench.search import selected_keys
+
+    by_key = {str(r["key"]): r for r in records}
+    in_search, selected = selected_keys(results, by_key.get)
+    kept = [r for r in records if str(r["key"]) not in in_search or str(r["key"]) in selected]
+    aside = sorted(str(r["key"]) for r in records if str(r["key"]) in in_search - selected)
+    return kept, aside
 
 
 def headline(record: dict[str, Any]) -> tuple[str, str]:
@@ -218,7 +242,10 @@ def row_labels(frame: pd.DataFrame) -> list[str]:
         for index, config in zip(group.index, group["config"], strict=True):
             flat = json.loads(config)
             suffix = ", ".join(f"{k}={_short(flat.get(k))}" for k in keys)
-            labels[positions[index]] = f"{method} [{suffix}]" if keys else str(method)
+            label = f"{method} [{suffix}]" if keys else str(method)
+            if flat.get(PROTOCOL_KEY) == "official-dev" and PROTOCOL_KEY not in keys:
+                label += " [official-dev]"
+            labels[positions[index]] = label
     return labels
 
 

@@ -30,6 +30,7 @@ class Links:
     published_files: tuple[str, ...] = ()
     figures: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # backbone: stems
     prompt_figures: tuple[str, ...] = ()
+    search: bool = False  # search.md was written (the suite searched hyperparameters)
 
 
 def _formats(stem: str, kinds: tuple[str, ...]) -> str:
@@ -74,6 +75,13 @@ def build_index(
             body.rstrip("\n"),
             "",
             f"Files: {_formats(f'tables/accuracy_{slug}', ('md', 'tex', 'csv'))}",
+            "",
+        ]
+    if links.search:
+        lines += [
+            "Tables, plots and claims use only the selected configurations (each searched "
+            "method's winner, run with its final seeds): grid scores, winners and each method's "
+            f"tuning budget in [search.md](search.md) · {_formats('tables/search', ('csv',))}",
             "",
         ]
     lines += ["## Parameter counts", ""]
@@ -124,6 +132,11 @@ def _run_counts(collection: collect.Collection, frame: pd.DataFrame) -> str:
     superseded = frame.attrs.get("superseded", [])
     if superseded:
         text += f"; {len(superseded)} duplicate(s) set aside (listed at the end)"
+    if collection.set_aside:
+        text += (
+            f"; {len(collection.set_aside)} search run(s) that are no winner's final run left "
+            "out of the tables (search.md)"
+        )
     return text + "."
 
 

@@ -9,7 +9,7 @@ their own: nothing is averaged away.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bench.report import collect, render
 
@@ -29,10 +29,13 @@ HEADERS = (
     "matches",
 )
 _FIELDS = ("trainable", "stored", "head", "backbone_params", "pct", "formula", "matches")
+BUDGET = "tuning budget"
 
 
-def build_params(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per (backbone, method row, distinct counts), with the tasks that share them."""
+def build_params(frame: pd.DataFrame, budgets: Any = None) -> pd.DataFrame:
+    """One row per (backbone, method row, distinct counts), with the tasks that share them.
+    ``budgets`` (``(backbone, method) → text``), given when the results hold a search, adds the
+    ``tuning budget`` column: what the method's hyperparameter search cost."""
     import pandas as pd
 
     ok = frame[frame["status"] == collect.STATUS_OK]
@@ -45,12 +48,14 @@ def build_params(frame: pd.DataFrame) -> pd.DataFrame:
                 mine = runs[(runs["row"] == row) & (runs["task"] == task)]
                 for values in sorted({tuple(_key(v) for v in r) for r in _values(mine)}, key=str):
                     groups.setdefault(values, []).append(task)
+            method = str(runs.loc[runs["row"] == row, "method"].iloc[0])
             for values, tasks in groups.items():
-                lines.append(
-                    {"backbone": backbone, "method": row, "tasks": ", ".join(tasks)}
-                    | dict(zip(_FIELDS, values, strict=True))
-                )
-    columns = ["backbone", "method", "tasks", *_FIELDS]
+                line = {"backbone": backbone, "method": row, "tasks": ", ".join(tasks)}
+                if budgets is not None:
+                    line[BUDGET] = budgets(backbone, method)
+                lines.append(line | dict(zip(_FIELDS, values, strict=True)))
+    extra = [BUDGET] if budgets is not None else []
+    columns = ["backbone", "method", "tasks", *_FIELDS, *extra]
     return pd.DataFrame.from_records(lines, columns=columns)
 
 
@@ -79,7 +84,12 @@ def _cells(line: dict) -> list[str]:
         render.DASH if pct is None else render.percent(float(pct)),
         render.DASH if line["formula"] is None else str(line["formula"]),
         render.DASH if matches is None else ("yes" if matches else "no"),
+        *([str(line[BUDGET])] if BUDGET in line else []),
     ]
+
+
+def _headers(table: pd.DataFrame) -> list[str]:
+    return [*HEADERS, *([BUDGET] if BUDGET in table.columns else [])]
 
 
 def to_markdown(table: pd.DataFrame) -> str:
@@ -90,18 +100,24 @@ def to_markdown(table: pd.DataFrame) -> str:
         "Both include the task head. Matches: the counted number equals the closed form. "
         "Counts from ok runs."
     )
-    return f"{render.markdown_table(HEADERS, rows)}\n\n{note}\n"
+    if BUDGET in table.columns:
+        note += (
+            " Tuning budget: the runs of the method's hyperparameter search and their "
+            "device-hours (search.md)."
+        )
+    return f"{render.markdown_table(_headers(table), rows)}\n\n{note}\n"
 
 
 def to_latex(table: pd.DataFrame) -> str:
     rows = [[render.latex_escape(c) for c in _cells(line)] for line in table.to_dict("records")]
-    headers = [render.latex_escape(h) for h in HEADERS]
+    headers = [render.latex_escape(h) for h in _headers(table)]
     caption = render.latex_escape(
         "Parameter counts per backbone and method: trainable at training time, stored after "
         "merging the reparameterization, head, backbone, trainable share of the backbone, "
         "closed form and whether the count matches it."
     )
-    return render.latex_table(headers, rows, caption, align="lllrrrrrll")
+    align = "lllrrrrrll" + ("l" if BUDGET in table.columns else "")
+    return render.latex_table(headers, rows, caption, align=align)
 
 
 def to_frame(table: pd.DataFrame) -> pd.DataFrame:
