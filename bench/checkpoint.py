@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.records import atomic_write_json
+from bench.records import atomic_write_json, new_file_mode
 
 if TYPE_CHECKING:
     import torch
@@ -59,6 +59,7 @@ def save(directory: Path, state: TrainState) -> None:
     name = f"epoch{state.epoch}.safetensors"
     tmp = directory / f".{name}.tmp"
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
+    os.chmod(tmp, new_file_mode())  # safetensors writes 0600
     with tmp.open("rb") as handle:
         os.fsync(handle.fileno())
     os.replace(tmp, directory / name)

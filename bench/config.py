@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +87,8 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise UserError(f"{name} must be a number, got {value!r}")
+            if not math.isfinite(value):  # NaN slips through every comparison below
+                raise UserError(f"{name} must be a finite number, got {value!r}")
         positive = ["epochs", "batch_size", "eval_batch_size"]
         for name in positive:
             value = getattr(self, name)
@@ -143,6 +146,14 @@ class TrainConfig:
 KEYED_ONLY_WHEN_SET = ("group_by_length", "compile", "protocol")
 #: Fields that change how a run executes, not its numbers (tested bitwise): never in the key.
 NEVER_KEYED = ("activation_checkpointing",)
+
+
+def check_finite(values: dict[str, Any], where: str) -> None:
+    """UserError naming the first NaN or infinite number of ``values`` (a method config: a NaN
+    learning rate would only show as a diverged run)."""
+    for name, value in values.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"{where}: {name} must be a finite number, got {value!r}")
 
 
 @dataclass(frozen=True)

@@ -161,6 +161,24 @@ def _check_methods(methods: tuple[str, ...], where: str) -> None:
             raise UserError(f"{where}: unknown method {name!r}; valid: {valid}")
 
 
+def _check_method_keys(values: dict[str, Any], methods: tuple[str, ...], where: str) -> None:
+    """Each key of a setting's ``method`` must belong to a method it targets (those it names,
+    else any registered one): a typo would otherwise pass silently whenever the plan holds no
+    run it applies to. A key goes only to the methods whose config has it."""
+    import dataclasses
+
+    from methods import get_method, method_names
+
+    targets = methods or tuple(method_names(include_comparison=True))
+    known = {f.name for name in targets for f in dataclasses.fields(get_method(name).config_cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise UserError(
+            f"{where} method: unknown key(s) {unknown} for methods {list(targets)}; "
+            f"allowed keys: {sorted(known)}"
+        )
+
+
 def _parse_setting(data: Any, where: str, suite_tasks: tuple[str, ...]) -> Setting:
     if not isinstance(data, dict):
         raise UserError(f"{where} must be a mapping, got {data!r}")
@@ -178,12 +196,14 @@ def _parse_setting(data: Any, where: str, suite_tasks: tuple[str, ...]) -> Setti
     _check_train_keys(train, where)
     methods = _names(data, "methods", where)
     _check_methods(methods, where)
+    method_values = _mapping(data, "method", where)
+    _check_method_keys(method_values, methods, where)
     return Setting(
         source=source.strip(),
         tasks=tasks,
         methods=methods,
         train=train,
-        method=_mapping(data, "method", where),
+        method=method_values,
     )
 
 

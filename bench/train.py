@@ -1,8 +1,11 @@
-"""The training loop of one run, top to bottom.
+"""The training loop of one run, top to bottom, in four functions that :func:`train_run` calls:
 
-load data → tokenize (cached) → carve the selection split → seed → backbone + method → AdamW with
-linear warm-up/decay → train, evaluating on the selection split every epoch (or every N steps)
-and keeping the best trainable state → restore it → evaluate the task's dev/test splits.
+1. :func:`setup_run`: load data → tokenize (cached) → carve the selection split → seed →
+   backbone + method → AdamW with linear warm-up/decay;
+2. :func:`train_loop` (after :func:`resume_state`): train, evaluating on the selection split
+   every epoch (or every N steps);
+3. :func:`select_on_evaluation`: keep the best trainable state on the selection split;
+4. :func:`final_evaluation`: restore it → evaluate the task's dev/test splits.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import logging
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,8 +25,9 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from bench.config import RunSpec
+    from bench.config import RunSpec, TrainConfig
     from bench.data import Collator
+    from methods.base import Method
     from tasks import TaskSpec
 
 
@@ -90,6 +95,49 @@ def linear_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+@dataclass
+class RunSetup:
+    """Everything a run's loop and evaluations use, built once by :func:`setup_run`."""
+
+    spec: TaskSpec
+    cfg: TrainConfig
+    device: str
+    method: Method
+    model: nn.Module
+    collator: Collator
+    eval_splits: dict[str, list[dict[str, Any]]]  # "selection" first, then the task's splits
+    train_loader: Any
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    trained_params: list[torch.nn.Parameter]
+    total_steps: int
+    eval_every: int  # evaluate on the selection split every this many optimizer steps
+    micro: int  # micro-batch rows (== batch size unless retried after CUDA OOM)
+    autocast: Any
+    sizes: dict[str, int]
+    params: dict[str, Any]
+    max_length: int
+    splits: Any = None  # the protocol's RunSplits (reported splits that alias an evaluated one)
+    extra: dict[str, Any] = field(default_factory=dict)  # record fields: method_info, execution
+
+
+@dataclass
+class LoopState:
+    """Where training stands; what an epoch checkpoint saves and a resumed run starts from."""
+
+    step: int = 0
+    first_epoch: int = 1
+    curve: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] = field(default_factory=lambda: {"score": -math.inf})
+    best_state: dict[str, torch.Tensor] | None = None
+    eval_seconds: float = 0.0  # selection evaluations, every session
+    trained_before: float = 0.0  # training seconds of sessions before a resume
+    eval_before: float = 0.0  # selection-evaluation seconds of sessions before a resume
+    resumed_from_epoch: int | None = None
+    data_wait_s: float = 0.0  # seconds this session's loop waited for batches
+    train_seconds: float = 0.0  # training seconds, every session (set when the loop ends)
+
+
 def train_run(
     run: RunSpec,
     device: str | None = None,
@@ -97,19 +145,69 @@ def train_run(
     delta_path: Path | None = None,
     micro_batch_size: int | None = None,
     checkpoint_dir: Path | None = None,
+    on_evaluation: Callable[[str], None] | None = None,
 ) -> RunResult:
     """Train and evaluate one run; raises DivergedError on a NaN/inf loss.
+
+    Four steps: :func:`setup_run` (data, model, optimizer), :func:`resume_state` (from an epoch
+    checkpoint, if any), :func:`train_loop` (epochs, with :func:`select_on_evaluation` keeping
+    the best state) and :func:`final_evaluation` (the best state on every reported split).
 
     ``delta_path``: save the selected model's delta there (safetensors).
     ``micro_batch_size``: split each batch into micro-batches of this size and accumulate their
     gradients (same effective batch and sampling order; used to retry after CUDA OOM).
     ``checkpoint_dir``: write a checkpoint at the end of every epoch and resume from the one
     found there (a preempted or killed run continues from its last finished epoch).
+    ``on_evaluation``: called with one line per selection evaluation (epoch, step, loss, the
+    selection score and the best so far, and the run's ETA from its measured step times).
     """
-    import torch
-    from tqdm.auto import tqdm
+    started = time.perf_counter()
+    setup = setup_run(run, device, micro_batch_size)
+    state = resume_state(setup, checkpoint_dir)
+    log.info(
+        "%s (key %s): %d train / %d selection examples, %d steps, micro-batch %d, device %s",
+        run.label,
+        run.key,
+        setup.sizes["train"],
+        setup.sizes["selection"],
+        setup.total_steps,
+        setup.micro,
+        setup.device,
+    )
+    train_loop(run, setup, state, checkpoint_dir, progress, on_evaluation)
+    metrics, final_eval_seconds = final_evaluation(run, setup, state, delta_path, progress)
+    return RunResult(
+        metrics=metrics,
+        best=state.best,
+        curve=state.curve,
+        params=setup.params,
+        sizes=setup.sizes,
+        timing={
+            "train_s": state.train_seconds,
+            "data_wait_s": state.data_wait_s,
+            "selection_eval_s": state.eval_seconds,
+            "final_eval_s": final_eval_seconds,
+            # sessions before a resume trained and evaluated too: total_s >= train_s
+            "total_s": time.perf_counter() - started + state.trained_before + state.eval_before,
+            "steps": state.step,
+        },
+        peak_memory_bytes=peak_memory_bytes(setup.device),
+        device=device_name(setup.device),
+        max_length=setup.max_length,
+        extra={
+            **setup.extra,
+            "micro_batch_size": setup.micro,
+            "grad_accum_steps": math.ceil(setup.cfg.batch_size / setup.micro),
+            "resumed_from_epoch": state.resumed_from_epoch,
+        },
+    )
 
-    from bench import checkpoint, faults
+
+def setup_run(run: RunSpec, device: str | None, micro_batch_size: int | None) -> RunSetup:
+    """Data (tokenized once per data, tokenizer and length; the selection split carved from
+    train), the seeded backbone with the method attached, AdamW and its schedule."""
+    import torch
+
     from bench.backbones import load_backbone, load_tokenizer, resolve_backbone
     from bench.data import Collator, load_task, make_loader, tokenize_task
     from bench.execution import apply_execution_options, configure_device
@@ -117,7 +215,6 @@ def train_run(
     from methods import build_method
     from tasks import get_task
 
-    started = time.perf_counter()
     device = pick_device(device)
     configure_device(device)
     spec = get_task(run.task)
@@ -138,6 +235,7 @@ def train_run(
     # Model: the same seeded backbone for every method; the method decides what trains.
     seed_everything(run.seed)
     method = build_method(run.method, run.method_config)
+    cfg = method.train_config(cfg)  # a method's warm-up / weight-decay overrides
     backbone = load_backbone(ref, spec, tokenizer.pad_token_id)
     model = method.attach(backbone, spec, attach_data(tokenizer, spec, train_split)).to(device)
     method.check_length(model, max_length)
@@ -162,165 +260,262 @@ def train_run(
     )
     total_steps = cfg.epochs * len(train_loader)
     scheduler = linear_schedule(optimizer, math.ceil(cfg.warmup_ratio * total_steps), total_steps)
-    eval_every = cfg.eval_every or len(train_loader)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda"))
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats(torch.device(device))
-
-    curve: list[dict[str, Any]] = []
-    best: dict[str, Any] = {"score": -math.inf}
-    best_state = None
-    eval_seconds = 0.0
-    trained_before = 0.0  # training seconds of epochs done before a resume
-    step = 0
-    first_epoch = 1
-    resumed = _load_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
-    if resumed is not None:
-        method.restore_state(model, resumed.trained)
-        optimizer.load_state_dict(resumed.optimizer)
-        scheduler.load_state_dict(resumed.scheduler)
-        train_loader.generator.set_state(resumed.data_rng)
-        torch.set_rng_state(resumed.torch_rng)
-        if resumed.cuda_rng:
-            torch.cuda.set_rng_state_all(resumed.cuda_rng)
-        curve, best, best_state = resumed.curve, resumed.best, resumed.best_state
-        eval_seconds, trained_before = resumed.eval_seconds, resumed.train_seconds
-        step, first_epoch = resumed.step, resumed.epoch + 1
-        log.info("resumed from the checkpoint of epoch %d (step %d)", resumed.epoch, step)
-    micro = min(micro_batch_size or cfg.batch_size, cfg.batch_size)
-    trained_params = [p for g in groups for p in g["params"]]
-    log.info(
-        "%s (key %s): %d train / %d selection examples, %d steps, micro-batch %d, device %s",
-        run.label,
-        run.key,
-        sizes.train,
-        sizes.selection,
-        total_steps,
-        micro,
-        device,
+    return RunSetup(
+        spec=spec,
+        cfg=cfg,
+        device=device,
+        method=method,
+        model=model,
+        collator=collator,
+        eval_splits=eval_splits,
+        train_loader=train_loader,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        trained_params=[p for g in groups for p in g["params"]],
+        total_steps=total_steps,
+        eval_every=cfg.eval_every or len(train_loader),
+        micro=min(micro_batch_size or cfg.batch_size, cfg.batch_size),
+        autocast=autocast,
+        sizes={**vars(sizes), **{f"eval_{k}": len(v) for k, v in eval_splits.items()}},
+        params=params.to_dict(),
+        max_length=max_length,
+        splits=splits,
+        extra={"method_info": method_info, **({"execution": execution} if execution else {})},
     )
+
+
+def resume_state(setup: RunSetup, checkpoint_dir: Path | None) -> LoopState:
+    """A fresh :class:`LoopState`, or the one of the last epoch checkpoint in ``checkpoint_dir``
+    with the model, optimizer, schedule and random generators put back where they were."""
+    import torch
+
+    resumed = _load_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
+    if resumed is None:
+        return LoopState()
+    setup.method.restore_state(setup.model, resumed.trained)
+    setup.optimizer.load_state_dict(resumed.optimizer)
+    setup.scheduler.load_state_dict(resumed.scheduler)
+    setup.train_loader.generator.set_state(resumed.data_rng)
+    torch.set_rng_state(resumed.torch_rng)
+    if resumed.cuda_rng:
+        torch.cuda.set_rng_state_all(resumed.cuda_rng)
+    log.info("resumed from the checkpoint of epoch %d (step %d)", resumed.epoch, resumed.step)
+    return LoopState(
+        step=resumed.step,
+        first_epoch=resumed.epoch + 1,
+        curve=resumed.curve,
+        best=resumed.best,
+        best_state=resumed.best_state,
+        eval_seconds=resumed.eval_seconds,
+        trained_before=resumed.train_seconds,
+        eval_before=resumed.eval_seconds,
+        resumed_from_epoch=resumed.epoch,
+    )
+
+
+def train_loop(
+    run: RunSpec,
+    setup: RunSetup,
+    state: LoopState,
+    checkpoint_dir: Path | None,
+    progress: bool,
+    on_evaluation: Callable[[str], None] | None = None,
+) -> None:
+    """Train from ``state.first_epoch`` to the last epoch, evaluating on the selection split
+    every ``setup.eval_every`` steps (:func:`select_on_evaluation`) and writing an epoch
+    checkpoint after every epoch but the last when ``checkpoint_dir`` is set. Updates ``state``
+    in place; raises :class:`DivergedError` on a NaN/inf loss. ``on_evaluation`` gets one
+    line per evaluation (:func:`evaluation_line`)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from bench import faults
+
+    cfg, model, kind = setup.cfg, setup.model, setup.spec.kind.value
     bar = tqdm(
-        total=total_steps, initial=step, desc=f"train {run.label}", disable=not progress or None
+        total=setup.total_steps,
+        initial=state.step,
+        desc=f"train {run.label}",
+        disable=not progress or None,
     )
     waited = [0.0]  # seconds the training loop spent waiting for batches
     train_started = time.perf_counter()
-    for epoch in range(first_epoch, cfg.epochs + 1):
-        method.on_epoch_start(model, epoch)
+    first_step, trained = state.step, state.trained_before
+
+    def session_train_seconds() -> float:
+        """Training seconds so far: earlier sessions plus this one's, selection evals off."""
+        evals_now = state.eval_seconds - state.eval_before
+        return state.trained_before + time.perf_counter() - train_started - evals_now
+
+    for epoch in range(state.first_epoch, cfg.epochs + 1):
+        setup.method.on_epoch_start(model, epoch)
         model.train()
         running, count = 0.0, 0
-        for batch in _timed(train_loader, waited):
-            poison = faults.at_step(run, step + 1, full_micro_batch=micro == cfg.batch_size)
-            loss_value = _accumulate(model, batch, kind, micro, device, autocast, poison)
+        for batch in _timed(setup.train_loader, waited):
+            full = setup.micro == cfg.batch_size
+            poison = faults.at_step(run, state.step + 1, full_micro_batch=full)
+            loss_value = _accumulate(
+                model, batch, kind, setup.micro, setup.device, setup.autocast, poison
+            )
             if not math.isfinite(loss_value):
-                raise DivergedError(f"loss became {loss_value} at step {step + 1}")
+                raise DivergedError(f"loss became {loss_value} at step {state.step + 1}")
             if cfg.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(trained_params, cfg.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
+                torch.nn.utils.clip_grad_norm_(setup.trained_params, cfg.max_grad_norm)
+            setup.optimizer.step()
+            setup.scheduler.step()
+            setup.optimizer.zero_grad(set_to_none=True)
+            state.step += 1
             running, count = running + loss_value, count + 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.4f}")
-            if step % eval_every == 0 or step == total_steps:
-                tick = time.perf_counter()
-                scores = evaluate(
-                    model, eval_splits["selection"], spec, collator, cfg, device, progress
-                )
-                eval_seconds += time.perf_counter() - tick
-                point = {
-                    "step": step,
-                    "epoch": epoch,
-                    "train_loss": running / max(1, count),
-                    "lr": scheduler.get_last_lr()[0],
-                    "selection": scores,
-                }
-                curve.append(point)
-                log.info(
-                    "epoch %d step %d/%d train_loss %.4f selection %s",
-                    epoch,
-                    step,
-                    total_steps,
-                    point["train_loss"],
-                    ", ".join(f"{k}={v:.4f}" for k, v in sorted(scores.items())),
-                )
+            if state.step % setup.eval_every == 0 or state.step == setup.total_steps:
+                point = select_on_evaluation(setup, state, epoch, running / max(1, count), progress)
+                if on_evaluation is not None:
+                    steps_now = state.step - first_step
+                    on_evaluation(
+                        evaluation_line(
+                            run, setup, state, point, session_train_seconds() - trained, steps_now
+                        )
+                    )
                 running, count = 0.0, 0
-                score = scores[spec.primary_metric]
-                if math.isnan(score):
-                    score = -math.inf  # e.g. Pearson of constant predictions: never preferred
-                if score > best["score"] or best_state is None:
-                    best = {
-                        "score": score,
-                        "step": step,
-                        "epoch": epoch,
-                        "metric": spec.primary_metric,
-                    }
-                    best_state = method.trainable_state(model)
                 model.train()
         if checkpoint_dir is not None and epoch < cfg.epochs:
-            checkpoint.save(
-                checkpoint_dir,
-                checkpoint.TrainState(
-                    epoch=epoch,
-                    step=step,
-                    curve=curve,
-                    best=best,
-                    eval_seconds=eval_seconds,
-                    train_seconds=trained_before
-                    + time.perf_counter()
-                    - train_started
-                    - (eval_seconds - (resumed.eval_seconds if resumed else 0.0)),
-                    trained=method.trainable_state(model),
-                    best_state=best_state,
-                    optimizer=optimizer.state_dict(),
-                    scheduler=scheduler.state_dict(),
-                    data_rng=train_loader.generator.get_state(),
-                    torch_rng=torch.get_rng_state(),
-                    cuda_rng=torch.cuda.get_rng_state_all() if device.startswith("cuda") else [],
-                ),
-            )
+            _save_checkpoint(setup, state, checkpoint_dir, epoch, session_train_seconds())
         faults.at_epoch_end(run, epoch)
     bar.close()
-    eval_this_session = eval_seconds - (resumed.eval_seconds if resumed else 0.0)
-    train_seconds = trained_before + time.perf_counter() - train_started - eval_this_session
+    state.train_seconds = session_train_seconds()
+    state.data_wait_s = waited[0]
 
-    method.restore_state(model, best_state)
+
+def select_on_evaluation(
+    setup: RunSetup, state: LoopState, epoch: int, train_loss: float, progress: bool
+) -> dict[str, Any]:
+    """Evaluate on the selection split, add the point to the curve and keep the trainable
+    state when the primary metric is the best so far (NaN never wins). Returns the point."""
+    spec = setup.spec
+    tick = time.perf_counter()
+    scores = evaluate(
+        setup.model,
+        setup.eval_splits["selection"],
+        spec,
+        setup.collator,
+        setup.cfg,
+        setup.device,
+        progress,
+    )
+    state.eval_seconds += time.perf_counter() - tick
+    point = {
+        "step": state.step,
+        "epoch": epoch,
+        "train_loss": train_loss,
+        "lr": setup.scheduler.get_last_lr()[0],
+        "selection": scores,
+    }
+    state.curve.append(point)
+    log.info(
+        "epoch %d step %d/%d train_loss %.4f selection %s",
+        epoch,
+        state.step,
+        setup.total_steps,
+        point["train_loss"],
+        ", ".join(f"{k}={v:.4f}" for k, v in sorted(scores.items())),
+    )
+    score = scores[spec.primary_metric]
+    if math.isnan(score):
+        score = -math.inf  # e.g. Pearson of constant predictions: never preferred
+    if score > state.best["score"] or state.best_state is None:
+        state.best = {
+            "score": score,
+            "step": state.step,
+            "epoch": epoch,
+            "metric": spec.primary_metric,
+        }
+        state.best_state = setup.method.trainable_state(setup.model)
+    return point
+
+
+def evaluation_line(
+    run: RunSpec,
+    setup: RunSetup,
+    state: LoopState,
+    point: dict[str, Any],
+    train_seconds: float,
+    steps: int,
+) -> str:
+    """``sst2/p_tuning_v2/seed13 epoch 1/3 step 250/750 loss 0.5123 accuracy 0.8125 (best
+    0.8125) ETA 2m10s``: the ETA is this session's measured seconds per step times the steps
+    left, plus its mean evaluation time times the evaluations left (and the final evaluation,
+    counted as one more of each split's size)."""
+    metric = setup.spec.primary_metric
+    score = point["selection"].get(metric, math.nan)
+    left = setup.total_steps - state.step
+    per_step = train_seconds / max(1, steps)
+    evals_done = sum(1 for p in state.curve if p["step"] > state.step - steps)
+    per_eval = (state.eval_seconds - state.eval_before) / max(1, evals_done)
+    evals_left = math.ceil(left / setup.eval_every)
+    selection_size = max(1, len(setup.eval_splits["selection"]))
+    final = sum(len(s) for s in setup.eval_splits.values()) / selection_size
+    eta = per_step * left + per_eval * (evals_left + final)
+    minutes, seconds = divmod(round(eta), 60)
+    return (
+        f"{run.label} epoch {point['epoch']}/{setup.cfg.epochs} step {state.step}/"
+        f"{setup.total_steps} loss {point['train_loss']:.4f} {metric} {score:.4f} "
+        f"(best {state.best['score']:.4f}) ETA {minutes}m{seconds:02d}s"
+    )
+
+
+def _save_checkpoint(
+    setup: RunSetup, state: LoopState, directory: Path, epoch: int, train_seconds: float
+) -> None:
+    import torch
+
+    from bench import checkpoint
+
+    checkpoint.save(
+        directory,
+        checkpoint.TrainState(
+            epoch=epoch,
+            step=state.step,
+            curve=state.curve,
+            best=state.best,
+            eval_seconds=state.eval_seconds,
+            train_seconds=train_seconds,
+            trained=setup.method.trainable_state(setup.model),
+            best_state=state.best_state,
+            optimizer=setup.optimizer.state_dict(),
+            scheduler=setup.scheduler.state_dict(),
+            data_rng=setup.train_loader.generator.get_state(),
+            torch_rng=torch.get_rng_state(),
+            cuda_rng=torch.cuda.get_rng_state_all() if setup.device.startswith("cuda") else [],
+        ),
+    )
+
+
+def final_evaluation(
+    run: RunSpec,
+    setup: RunSetup,
+    state: LoopState,
+    delta_path: Path | None,
+    progress: bool,
+) -> tuple[dict[str, dict[str, float]], float]:
+    """Put the selected (best) state back, save its delta when asked, and evaluate it on the
+    selection split and every evaluation split: (metrics per split, seconds taken)."""
+    setup.method.restore_state(setup.model, state.best_state)
     if delta_path is not None:
         from bench.weights import save_delta
 
-        save_delta(delta_path, method, model, run)
+        save_delta(delta_path, setup.method, setup.model, run)
     metrics: dict[str, dict[str, float]] = {}
     tick = time.perf_counter()
-    for name, split in eval_splits.items():
-        metrics[name] = evaluate(model, split, spec, collator, cfg, device, progress)
-    metrics = splits.with_aliases(metrics)
-    final_eval_seconds = time.perf_counter() - tick
-
-    return RunResult(
-        metrics=metrics,
-        best=best,
-        curve=curve,
-        params=params.to_dict(),
-        sizes={**vars(sizes), **{f"eval_{k}": len(v) for k, v in eval_splits.items()}},
-        timing={
-            "train_s": train_seconds,
-            "data_wait_s": waited[0],
-            "selection_eval_s": eval_seconds,
-            "final_eval_s": final_eval_seconds,
-            "total_s": time.perf_counter() - started,
-            "steps": step,
-        },
-        peak_memory_bytes=peak_memory_bytes(device),
-        device=device_name(device),
-        max_length=max_length,
-        extra={
-            "method_info": method_info,
-            "micro_batch_size": micro,
-            "grad_accum_steps": math.ceil(cfg.batch_size / micro),
-            "resumed_from_epoch": resumed.epoch if resumed else None,
-            **({"execution": execution} if execution else {}),
-        },
-    )
+    for name, split in setup.eval_splits.items():
+        metrics[name] = evaluate(
+            setup.model, split, setup.spec, setup.collator, setup.cfg, setup.device, progress
+        )
+    metrics = setup.splits.with_aliases(metrics)  # splits the protocol evaluates once
+    return metrics, time.perf_counter() - tick
 
 
 def _timed(loader: Any, waited: list[float]) -> Any:
@@ -408,7 +603,10 @@ def attach_data(tokenizer: Any, spec: TaskSpec, train_split: Any, examples: int 
     rows = train_split.select(range(min(examples, len(train_split))))["input_ids"]
     sample = [token for row in rows for token in row if token not in special]
     return AttachData(
-        keyword_ids=list(keywords), sample_ids=sample, vocab_ids=ordinary_vocab_ids(tokenizer)
+        keyword_ids=list(keywords),
+        sample_ids=sample,
+        vocab_ids=ordinary_vocab_ids(tokenizer),
+        tokenizer=tokenizer,
     )
 
 

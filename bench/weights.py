@@ -26,6 +26,8 @@ def save_delta(path: Path, method: Method, model: nn.Module, run: RunSpec) -> No
     """Write the run's delta to ``path`` atomically."""
     from safetensors.torch import save_file
 
+    from bench.records import new_file_mode
+
     delta = method.export(model)
     metadata = {
         "method": run.method,
@@ -38,6 +40,7 @@ def save_delta(path: Path, method: Method, model: nn.Module, run: RunSpec) -> No
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     save_file(delta, str(tmp), metadata=metadata)
+    os.chmod(tmp, new_file_mode())  # safetensors writes 0600
     os.replace(tmp, path)
 
 

@@ -44,6 +44,7 @@ class WorkerOptions:
     progress: bool = False
     timeout_s: float | None = None
     force: bool = False
+    eval_lines: bool = False  # one console line per selection evaluation (score, run ETA)
 
 
 class RunTimeout(BaseException):
@@ -225,6 +226,7 @@ def _train(run: RunSpec, options: WorkerOptions, output: Path) -> dict[str, Any]
                     delta_path=delta,
                     micro_batch_size=micro,
                     checkpoint_dir=ckpt,
+                    on_evaluation=_console_line if options.eval_lines else None,
                 )
             break
         except RunTimeout as error:
@@ -268,6 +270,16 @@ def _train(run: RunSpec, options: WorkerOptions, output: Path) -> dict[str, Any]
     if delta is not None:
         out["delta_file"] = str(delta.relative_to(output))
     return out
+
+
+def _console_line(line: str) -> None:
+    """One progress line on the console, above the sweep's bar (Ray forwards a worker's
+    stderr to the driver's console)."""
+    import sys
+
+    from tqdm.auto import tqdm
+
+    tqdm.write(line, file=sys.stderr)
 
 
 def _free_cuda_memory() -> None:

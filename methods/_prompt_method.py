@@ -26,9 +26,20 @@ if TYPE_CHECKING:
     from bench.config import TrainConfig
     from tasks import TaskSpec
 
-INITS = ("random_uniform", "vocab_sample", "text", "cluster")
+INITS = ("random_uniform", "normal", "vocab_sample", "text", "cluster")
 POSITIONS = ("keep", "shift")
+PROFILES = ("project", "official")
+HEADS = ("task", "pooler_linear")
+DROPOUT_MASKS = ("shared", "per_example")
 PROMPT_PREFIX = "prompts."
+
+
+@dataclass(frozen=True)
+class Official:
+    """One value of a method's ``official`` profile and where the original code sets it."""
+
+    value: Any
+    source: str
 
 
 @dataclass(frozen=True)
@@ -57,12 +68,86 @@ class PromptConfig(MethodConfig):
         default=0,
         metadata={"help": "Two-stage training: epochs that train the head alone before joint."},
     )
+    profile: str = field(
+        default="project",
+        metadata={
+            "help": "'project' (peft-bench's defaults) or 'official' (the original code's "
+            "behaviour: the method's OFFICIAL values fill every field not set explicitly)."
+        },
+    )
+    init_std: float = field(
+        default=0.02, metadata={"help": "Standard deviation of init 'normal' (N(0, init_std))."}
+    )
+    head: str = field(
+        default="task",
+        metadata={
+            "help": "Sequence head: 'task' (the backbone's own classification head, trained) or "
+            "'pooler_linear' (frozen pooler + dropout + one trained Linear, as the P-Tuning v2 "
+            "code; a pooler the checkpoint lacks is initialised N(0, initializer_range))."
+        },
+    )
+    prompt_dropout_mask: str = field(
+        default="shared",
+        metadata={
+            "help": "'shared' (one dropout mask on the prompts for the whole batch) or "
+            "'per_example' (each example gets its own mask, as the original codes)."
+        },
+    )
+    warmup_ratio_override: float | None = field(
+        default=None,
+        metadata={
+            "help": "Replaces the training config's warmup_ratio for this method (None: keep "
+            "it); the official profiles set the original trainers' value."
+        },
+    )
+    weight_decay_override: float | None = field(
+        default=None,
+        metadata={
+            "help": "Replaces the training config's weight_decay for this method (None: keep "
+            "it); the official profiles set the original trainers' value."
+        },
+    )
+
+    #: The ``official`` profile: field -> value and the original's file:line (per method).
+    OFFICIAL: ClassVar[dict[str, Official]] = {}
+    KEYED_ONLY_WHEN_SET: ClassVar[tuple[str, ...]] = (
+        "profile",
+        "init_std",
+        "head",
+        "prompt_dropout_mask",
+        "warmup_ratio_override",
+        "weight_decay_override",
+    )
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> MethodConfig:
+        """Build from a mapping; ``profile: official`` first fills the fields not given with
+        the method's :attr:`OFFICIAL` values (explicit values win)."""
+        if values.get("profile") == "official":
+            values = {**{k: o.value for k, o in cls.OFFICIAL.items()}, **values}
+        return super().from_dict(values)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_positive_int(self.prompt_length, "prompt_length")
         if self.init not in INITS:
             raise ValueError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
+        for name, valid in (
+            ("profile", PROFILES),
+            ("head", HEADS),
+            ("prompt_dropout_mask", DROPOUT_MASKS),
+        ):
+            if getattr(self, name) not in valid:
+                raise ValueError(
+                    f"{name} must be one of {', '.join(valid)}, got {getattr(self, name)!r}"
+                )
+        if not self.init_std > 0:
+            raise ValueError(f"init_std must be > 0, got {self.init_std!r}")
+        warmup, decay = self.warmup_ratio_override, self.weight_decay_override
+        if warmup is not None and not 0.0 <= warmup < 1.0:
+            raise ValueError(f"warmup_ratio_override must be in [0, 1) or None, got {warmup!r}")
+        if decay is not None and decay < 0:
+            raise ValueError(f"weight_decay_override must be >= 0 or None, got {decay!r}")
         if self.position not in POSITIONS:
             raise ValueError(
                 f"position must be one of {', '.join(POSITIONS)}, got {self.position!r}"
@@ -153,7 +238,9 @@ class PromptMethod(Method):
         geo = geometry(backbone.config)
         placement = self._placement()
         width = width_for(placement, geo)
-        embeddings = backbone.get_input_embeddings().weight.detach().float().cpu()
+        weight = backbone.get_input_embeddings().weight.detach()
+        # a meta-device backbone (parameter counts from a config alone) keeps only shapes
+        embeddings = weight.float() if weight.is_meta else weight.float().cpu()
         generator = torch.Generator().manual_seed(int(torch.randint(2**31 - 1, (1,))))
         data = data or AttachData()
         initial = initial_prompts(
@@ -164,10 +251,11 @@ class PromptMethod(Method):
             text_ids=data.keyword_ids,
             sample_ids=data.sample_ids,
             vocab_ids=data.vocab_ids,
+            std=cfg.init_std,
         )
         reparam = self.reparam_of()
         if reparam == "none":
-            initial = direct_initial(initial, width, Init(cfg.init), generator)
+            initial = direct_initial(initial, width, Init(cfg.init), generator, cfg.init_std)
         source = build_source(initial, reparam, self.encoder_hidden(geo.hidden), width)
         return self._wrap(backbone, task, source)
 
@@ -177,12 +265,17 @@ class PromptMethod(Method):
         return Placement(self.placement_of())
 
     def _wrap(self, backbone: nn.Module, task: TaskSpec, source: nn.Module) -> nn.Module:
+        from methods._heads import FROZEN_HEAD_ATTR, install_pooler_linear
         from methods._prompting import Position, PromptedModel, geometry
         from methods._sources import ShapedSource
 
+        frozen: set[str] = set()
+        if self.config.head == "pooler_linear" and task.kind.value != "token_classification":
+            frozen = install_pooler_linear(backbone)
+        setattr(backbone, FROZEN_HEAD_ATTR, frozenset(frozen))
         head_names = head_parameter_names(backbone)
         for name, parameter in backbone.named_parameters():
-            parameter.requires_grad_(name in head_names)
+            parameter.requires_grad_(name in head_names and name not in frozen)
         placement = self._placement()
         shaped = ShapedSource(source, placement, geometry(backbone.config))
         return PromptedModel(
@@ -193,6 +286,7 @@ class PromptMethod(Method):
             position=Position(self.config.position),
             dropout=self.config.prompt_dropout,
             token_level=task.kind.value == "token_classification",
+            per_example_dropout=self.config.prompt_dropout_mask == "per_example",
         )
 
     # training ---------------------------------------------------------------------------
@@ -212,8 +306,23 @@ class PromptMethod(Method):
             *decay_groups(head, head_lr, train.weight_decay),
         ]
 
+    def train_config(self, train: TrainConfig) -> TrainConfig:
+        """The training config with this method's ``warmup_ratio_override`` and
+        ``weight_decay_override`` applied (``official`` profiles: the original trainers')."""
+        import dataclasses
+
+        changes = {
+            name: getattr(self.config, f"{name}_override")
+            for name in ("warmup_ratio", "weight_decay")
+            if getattr(self.config, f"{name}_override") is not None
+        }
+        return dataclasses.replace(train, **changes) if changes else train
+
     def trained_names(self, model: nn.Module) -> list[str]:
-        head = {f"model.{n}" for n in head_parameter_names(model.model)}
+        from methods._heads import FROZEN_HEAD_ATTR
+
+        frozen = getattr(model.model, FROZEN_HEAD_ATTR, frozenset())
+        head = {f"model.{n}" for n in head_parameter_names(model.model) if n not in frozen}
         return [n for n, _ in model.named_parameters() if n.startswith(PROMPT_PREFIX) or n in head]
 
     def on_epoch_start(self, model: nn.Module, epoch: int) -> None:
@@ -224,31 +333,38 @@ class PromptMethod(Method):
                 parameter.requires_grad_(joint)
 
     def check_length(self, model: nn.Module, max_length: int) -> None:
-        from methods._prompting import Position
+        from methods._prompting import Placement, Position
 
-        if model.slots and model.position is Position.SHIFT and model._positions is not None:
+        # input slots, or the key/value prefix under 'shift' (real tokens start at m)
+        taken = model.slots or (model.length if model.placement is Placement.KV else 0)
+        if taken and model.position is Position.SHIFT and model._positions is not None:
             available = model._positions.num_embeddings
             padding_idx = model._positions.padding_idx
             if padding_idx is not None:
                 available -= padding_idx + 1
-            if max_length + model.slots > available:
+            if max_length + taken > available:
                 raise UserError(
-                    f"max_length {max_length} + prompt_length {model.slots} exceeds the "
+                    f"max_length {max_length} + prompt_length {taken} exceeds the "
                     f"{available} positions of {type(model.model).__name__} under position "
-                    f"'shift'; lower max_length to {available - model.slots} or use 'keep'"
+                    f"'shift'; lower max_length to {available - taken} or use 'keep'"
                 )
 
     def describe(self, model: nn.Module) -> dict[str, Any]:
         from methods._prompting import Placement, Position, is_decoder
 
         placement = self._placement()
-        if placement is Placement.KV:
+        if placement is Placement.KV and model.position is Position.SHIFT:
+            positions = "shift: real tokens take m..m+n-1, as after a past of length m"
+        elif placement is Placement.KV:
             positions = "real tokens keep positions 0..n-1; the prefix takes no position"
         elif model.position is Position.KEEP:
             positions = "keep: real tokens keep 0..n-1; prompt slots add no position embedding"
         else:
             positions = "shift: prompt slots take 0..m-1, real tokens m..m+n-1"
         return {
+            "profile": self.config.profile,
+            "head": self.config.head,
+            "prompt_dropout_mask": self.config.prompt_dropout_mask,
             "placement": placement.value,
             "reparam": self.reparam_of(),
             "prompt_length": self.config.prompt_length,

@@ -29,6 +29,14 @@ Positions of input slots (``input``/``hidden``):
 - ``shift``: slots take positions 0..m-1 and real tokens m..m+n-1, the model's own default,
   as in peft.
 
+Positions under ``kv``: ``keep`` leaves real tokens at 0..n-1; ``shift`` moves them to m..m+n-1,
+which is what BERT and RoBERTa do on transformers 4.x when the prefix arrives as
+``past_key_values`` of length m (BERT slices its position ids from the past length on; RoBERTa
+adds it to the cumulative count of the mask), i.e. the official P-Tuning v2 behaviour.
+
+Prompt dropout masks: one mask for the whole batch (``per_example_dropout=False``), or one mask
+per example, as the original codes get by expanding the prompt to the batch before dropout.
+
 Decoders (that take ``position_ids``) are often padded on the left (Llama's tokenizer does so by
 default). Their positions count real tokens only (the cumulative sum of the mask, as
 ``generate`` does), so the padding a batch needs never moves a token's position relative to
@@ -515,6 +523,7 @@ class PromptedModel(nn.Module):
         position: Position = Position.KEEP,
         dropout: float = 0.0,
         token_level: bool = False,
+        per_example_dropout: bool = False,
     ) -> None:
         super().__init__()
         self.model = model
@@ -523,6 +532,8 @@ class PromptedModel(nn.Module):
         self.position = Position(position)
         self.length = length
         self.dropout = nn.Dropout(dropout)
+        #: prompts of the running forward carry a leading batch dimension (per-example masks)
+        self.per_example_dropout = per_example_dropout
         self.geometry = geometry(model.config)
         self.slots = 0 if self.placement is Placement.KV else length
         pad = model.config.pad_token_id
@@ -540,6 +551,17 @@ class PromptedModel(nn.Module):
         self._count_positions = is_decoder(model) and (
             "position_ids" in inspect.signature(model.forward).parameters
         )
+        if (
+            self.placement is Placement.KV
+            and self.position is Position.SHIFT
+            and self._positions is None
+            and not self._count_positions
+        ):
+            raise UserError(
+                f"position 'shift' under placement 'kv' moves the real tokens' positions by m, "
+                f"and {type(model).__name__} takes no position ids (relative positions); "
+                "use position 'keep'"
+            )
         self._attentions: list[nn.Module] = []
         if self.placement is Placement.KV:
             self._attentions = _enable_kv(model)
@@ -586,8 +608,7 @@ class PromptedModel(nn.Module):
         if self._current is None or not self._is_input_lookup(args[0]):
             return output
         self._swapped = True
-        batch = output.shape[0]
-        prompt = self._current.unsqueeze(0).expand(batch, -1, -1).to(output.dtype)
+        prompt = self._per_batch(self._current, output.shape[0]).to(output.dtype)
         return torch.cat([prompt, output[:, self.slots :]], dim=1)
 
     def _layer_hook(self, index: int):
@@ -598,7 +619,12 @@ class PromptedModel(nn.Module):
                 hidden, rest = args[0], args[1:]
             else:
                 hidden, rest = kwargs["hidden_states"], ()
-            prompt = self._layer_prompts[index].unsqueeze(0).expand(hidden.shape[0], -1, -1)
+            layers = self._layer_prompts
+            prompt = (
+                layers[:, index]
+                if self.per_example_dropout
+                else layers[index].unsqueeze(0).expand(hidden.shape[0], -1, -1)
+            )
             hidden = torch.cat([prompt.to(hidden.dtype), hidden[:, self.slots :]], dim=1)
             if args:
                 return (hidden, *rest), kwargs
@@ -650,9 +676,38 @@ class PromptedModel(nn.Module):
         slots = torch.full((batch, self.slots), first, dtype=torch.long, device=input_ids.device)
         return torch.cat([slots, real], dim=1)
 
-    def prompt_tensor(self) -> torch.Tensor:
-        """The prompts as placed (after reparameterization and dropout)."""
-        return self.dropout(self.prompts())
+    def _positions_kv_shift(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor | None:
+        """Real tokens' positions moved by the prefix length m, as transformers 4.x computes them
+        for a past of length m: RoBERTa-style (padding index) ``(cumsum(mask) + m) * mask +
+        padding_idx`` over non-pad ids; decoders counting real tokens from m; otherwise
+        ``m..m+n-1``. None only where ``__init__`` refused the combination already."""
+        m = self.length
+        padding_idx = self._positions.padding_idx if self._positions is not None else None
+        if padding_idx is not None:
+            mask = input_ids.ne(self.model.config.pad_token_id).long()
+            return (torch.cumsum(mask, dim=1) + m) * mask + padding_idx
+        if self._count_positions:  # decoders, rotary ones included
+            return _counted_positions(attention_mask) + m
+        if self._positions is None:
+            return None
+        batch, n = input_ids.shape
+        return torch.arange(m, m + n, device=input_ids.device).expand(batch, n)
+
+    def prompt_tensor(self, batch: int = 1) -> torch.Tensor:
+        """The prompts as placed (after reparameterization and dropout); with per-example
+        dropout masks a leading ``[batch]`` dimension is added before the dropout."""
+        prompts = self.prompts()
+        if self.per_example_dropout:
+            prompts = prompts.unsqueeze(0).expand(batch, *prompts.shape)
+        return self.dropout(prompts)
+
+    def _per_batch(self, prompts: torch.Tensor, batch: int) -> torch.Tensor:
+        """``[batch, ...]`` input prompts: as they are (per-example) or expanded (shared)."""
+        if self.per_example_dropout:
+            return prompts
+        return prompts.unsqueeze(0).expand(batch, *prompts.shape)
 
     def _recomputes_in_backward(self) -> bool:
         """Whether the backward pass will run the layers' forward again (activation
@@ -668,11 +723,12 @@ class PromptedModel(nn.Module):
         self._layer_prompts = prompts
         if self.placement is Placement.KV:
             for index, attention in enumerate(self._attentions):
-                key, value = prompts[index, 0], prompts[index, 1]
-                attention._peft_bench_prefix = (
-                    key.unsqueeze(0).expand(batch, -1, -1, -1),
-                    value.unsqueeze(0).expand(batch, -1, -1, -1),
-                )
+                if self.per_example_dropout:  # [B, L, 2, kv_heads, m, head_dim]
+                    key, value = prompts[:, index, 0], prompts[:, index, 1]
+                else:
+                    key = prompts[index, 0].unsqueeze(0).expand(batch, -1, -1, -1)
+                    value = prompts[index, 1].unsqueeze(0).expand(batch, -1, -1, -1)
+                attention._peft_bench_prefix = (key, value)
         try:
             yield
         finally:
@@ -714,11 +770,15 @@ class PromptedModel(nn.Module):
             if token_type_ids is not None:
                 zeros = torch.zeros(batch, m, dtype=token_type_ids.dtype, device=device)
                 token_type_ids = torch.cat([zeros, token_type_ids], dim=1)
+        if self.placement is Placement.KV and self.position is Position.SHIFT:
+            shifted = self._positions_kv_shift(input_ids, attention_mask)
+            if shifted is not None:
+                kwargs["position_ids"] = shifted
         if self._count_positions and "position_ids" not in kwargs:
             kwargs["position_ids"] = _counted_positions(attention_mask)  # shift, or kv
         if token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
-        with self._injected(self.prompt_tensor(), input_ids):
+        with self._injected(self.prompt_tensor(batch), input_ids):
             output = self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
             if self.placement is Placement.INPUT and not self._swapped:
                 raise RuntimeError(

@@ -10,7 +10,8 @@ prefixes. :func:`shape_for` reshapes the result for :class:`~methods._prompting.
 - :class:`LSTMPrompt`: Embedding(m, d) → bi-LSTM(2 layers, h per direction) → Linear(2h, 2h) → ReLU
   → Linear(2h, width) (P-Tuning v1; P-Tuning v2 ``reparam: lstm``). Same shapes as peft's encoder.
 - :class:`MLP3Prompt`: Embedding → Linear(d, h) → ReLU → Linear(h, h) → ReLU → Linear(h, width)
-  (P-Tuning v1's MLP encoder, as in peft).
+  (peft's ``encoder_reparameterization_type="MLP"`` for P-Tuning; not in the original P-Tuning
+  code, whose only encoder is the LSTM + 2-layer MLP of :class:`LSTMPrompt`).
 
 Reparameterized sources are merged away on export: :meth:`materialize` gives the tensor.
 """
@@ -28,6 +29,7 @@ from methods._prompting import Geometry, Placement
 
 class Init(str, Enum):
     RANDOM_UNIFORM = "random_uniform"
+    NORMAL = "normal"
     VOCAB_SAMPLE = "vocab_sample"
     TEXT = "text"
     CLUSTER = "cluster"
@@ -163,10 +165,16 @@ def initial_prompts(
     text_ids: list[int] | None = None,
     sample_ids: list[int] | None = None,
     vocab_ids: list[int] | None = None,
+    std: float = 0.02,
 ) -> torch.Tensor:
     """``[m, d]`` starting vectors on the scale of the token embeddings.
 
-    - ``random_uniform``: U(-0.5, 0.5), as in Lester et al. and P-Tuning v2's code.
+    - ``random_uniform``: U(-0.5, 0.5), Lester et al.'s random-uniform option
+      (google-research/prompt-tuning, prompt_tuning/prompts.py ``uniform`` initializer,
+      scale 0.5). The official P-Tuning v2 code does not use it (see ``normal``).
+    - ``normal``: N(0, ``std``). std 0.02 is what ``from_pretrained``'s ``_init_weights``
+      gives the official P-Tuning v2 prefix embedding (a key the checkpoint lacks); std 1.0 is
+      PyTorch's ``nn.Embedding`` default, which Li & Liang's prefix embedding keeps.
     - ``vocab_sample``: embeddings of m tokens drawn uniformly from the first 5,000 ordinary
       tokens (``vocab_ids``: specials and BERT's ``[unused*]`` rows removed by the caller, who
       has the tokenizer), a proxy for Lester et al.'s 5,000 most frequent tokens. Without
@@ -177,6 +185,8 @@ def initial_prompts(
     d = embeddings.shape[1]
     if init is Init.RANDOM_UNIFORM:
         return torch.rand(length, d, generator=generator) - 0.5
+    if init is Init.NORMAL:
+        return torch.randn(length, d, generator=generator) * std
     if init is Init.VOCAB_SAMPLE:
         pool = (
             torch.tensor(vocab_ids[:5000])
@@ -206,19 +216,21 @@ def initial_prompts(
 
 
 def direct_initial(
-    initial: torch.Tensor, width: int, init: Init, generator: torch.Generator
+    initial: torch.Tensor, width: int, init: Init, generator: torch.Generator, std: float = 0.02
 ) -> torch.Tensor:
     """``[m, width]`` start for a direct (non-reparameterized) deep prompt.
 
-    ``random_uniform`` is drawn fresh over the full width. Embedding-based inits (vocab, text,
-    cluster) are tiled along the flat width, which needs width = k·d: once per layer (hidden),
-    once per layer and key/value (kv with d_kv = d; under grouped-query attention, d_kv < d,
-    one embedding spans several consecutive key/value prefixes).
+    ``random_uniform`` and ``normal`` are drawn fresh over the full width. Embedding-based
+    inits (vocab, text, cluster) are tiled along the flat width, which needs width = k·d: once
+    per layer (hidden), once per layer and key/value (kv with d_kv = d; under grouped-query
+    attention, d_kv < d, one embedding spans several consecutive key/value prefixes).
     """
     if width == initial.shape[1]:
         return initial
     if init is Init.RANDOM_UNIFORM:
         return torch.rand(initial.shape[0], width, generator=generator) - 0.5
+    if init is Init.NORMAL:
+        return torch.randn(initial.shape[0], width, generator=generator) * std
     if width % initial.shape[1]:
         raise UserError(
             f"prompt init '{init.value}' tiles token embeddings (d={initial.shape[1]}) across a "

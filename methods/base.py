@@ -88,8 +88,19 @@ class MethodConfig:
         except (TypeError, ValueError) as error:
             raise UserError(f"invalid {cls.__name__}: {error}") from None
 
+    #: Fields added after the first run records were written. Under the ``project`` profile
+    #: they are left out of :meth:`to_dict` (hence of run keys) while at their default, so the
+    #: keys of existing records stay valid; an ``official`` config keeps every field.
+    KEYED_ONLY_WHEN_SET: ClassVar[tuple[str, ...]] = ()
+
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        if getattr(self, "profile", "project") == "project":
+            defaults = {f.name: f.default for f in dataclasses.fields(self)}
+            for name in self.KEYED_ONLY_WHEN_SET:
+                if name in out and out[name] == defaults[name]:
+                    del out[name]
+        return out
 
 
 @dataclass(frozen=True)
@@ -141,6 +152,9 @@ class AttachData:
     #: Ordinary vocabulary ids in id order (no special or ``[unused*]`` tokens), for
     #: ``vocab_sample``.
     vocab_ids: list[int] = field(default_factory=list)
+    #: The backbone's tokenizer, for methods that tokenize text of their own (P-Tuning v1's
+    #: template words and verbalizer); None where no tokenizer is at hand.
+    tokenizer: Any = None
 
 
 class Method(abc.ABC):
@@ -190,6 +204,12 @@ class Method(abc.ABC):
     @abc.abstractmethod
     def load(self, backbone: nn.Module, task: TaskSpec, delta: dict[str, Tensor]) -> nn.Module:
         """Rebuild the trained model from a fresh backbone and an exported delta."""
+
+    def train_config(self, train: TrainConfig) -> TrainConfig:
+        """The training config the optimizer and schedule use: ``train`` with whatever this
+        method's config overrides (e.g. an ``official`` profile's warm-up and weight decay).
+        The training loop stays uniform; the default changes nothing."""
+        return train
 
     def trained_names(self, model: nn.Module) -> list[str]:
         """Names of the parameters this method trains (its delta before merging)."""

@@ -219,6 +219,11 @@ class TaskSpec:
     #: false: the task is run and tabled, but no claim verdict counts it (e.g. a held-out
     #: variant of a task that is already counted)
     claims: bool = True
+    #: P-Tuning v1's pattern (classification only): ``{field}`` pieces, ``[P]`` markers where
+    #: the pseudo tokens go, one ``[MASK]``, and literal words; see docs/profiles.md.
+    template: str | None = None
+    #: label -> the one-token word the MLM head scores at ``[MASK]`` (with ``template``).
+    verbalizer: Mapping[str, str] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
@@ -257,6 +262,8 @@ class TaskSpec:
                 value = value.value
             elif isinstance(value, tuple):
                 value = list(value)
+            elif isinstance(value, Mapping):  # the verbalizer
+                value = dict(value)
             out[item.name] = value
         return out
 
@@ -284,6 +291,36 @@ class TaskSpec:
             raise UserError(f"max_length must be positive, got {self.max_length}")
         keywords = check_str_tuple(self.keywords, "keywords", allow_empty=True)
         object.__setattr__(self, "keywords", keywords)
+        self._validate_template()
+
+    def _validate_template(self) -> None:
+        """``template`` and ``verbalizer`` come together, on classification tasks only; the
+        template uses every text field, one ``[MASK]`` and at least one ``[P]``; the verbalizer
+        names exactly the labels."""
+        if self.template is None and self.verbalizer is None:
+            return
+        if self.kind is not TaskKind.CLASSIFICATION:
+            raise UserError(
+                f"template/verbalizer apply to classification tasks only (a verbalizer scores "
+                f"one word per class), not {self.kind.value}"
+            )
+        if self.template is None or self.verbalizer is None:
+            raise UserError("template and verbalizer must be given together")
+        check_one_line(self.template, "template")
+        fields = re.findall(r"\{([^}]*)\}", self.template)
+        unknown = sorted(set(fields) - set(self.text_fields))
+        if unknown or sorted(fields) != sorted(self.text_fields):
+            raise UserError(
+                f"template must use each text field once ({', '.join(self.text_fields)}), "
+                f"got {{{'}, {'.join(fields)}}}"
+            )
+        if self.template.count("[MASK]") != 1 or "[P]" not in self.template:
+            raise UserError(
+                f"template needs exactly one [MASK] and at least one [P], got {self.template!r}"
+            )
+        verbalizer = check_str_map(self.verbalizer, "verbalizer")
+        check_exact_keys(verbalizer, "verbalizer", self.labels, "one word per label")
+        object.__setattr__(self, "verbalizer", verbalizer)
 
     def _validate_fields(self) -> None:
         fields = check_str_tuple(self.text_fields, "text_fields")

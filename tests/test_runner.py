@@ -130,11 +130,10 @@ def test_bad_suite_files_name_the_problem(data, message) -> None:
 
 def test_user_suite_file_by_path_and_unknown_method_key(tmp_path, capsys) -> None:
     path = tmp_path / "mine.yaml"
-    path.write_text(
-        "tasks: [rte]\nmethods: [prompt_tuning]\nseeds: [5]\nbackbones: [minilm]\n"
-        "settings:\n  - source: testing\n    method: {prompt_lenght: 3}\n"
-    )
+    suite = "tasks: [rte]\nmethods: [prompt_tuning]\nseeds: [5]\nbackbones: [minilm]\n"
+    path.write_text(suite)
     assert get_suite(str(path)).seeds == (5,)
+    path.write_text(suite + "settings:\n  - source: testing\n    method: {prompt_lenght: 3}\n")
     assert main(["run", "--dry-run", "--suite", str(path)]) == 2
     err = capsys.readouterr().err
     assert "prompt_lenght" in err and "allowed keys" in err and "prompt_length" in err

@@ -169,11 +169,37 @@ def task_suite(task: str) -> str:
 
 
 def flat_config(record: dict[str, Any]) -> dict[str, Any]:
-    """The run's method config (bare keys) and training config (``train.`` keys) in one dict."""
+    """The settings that change the run's result, in one dict: the method config (bare keys) and
+    the training config (``train.`` keys). A key an older record lacks counts as its default
+    (records written before a field existed ran with it at its default), and fields proven
+    result-neutral (:data:`bench.config.NEVER_KEYED`) are left out, so that neither splits a row.
+    """
+    from bench.config import NEVER_KEYED, TrainConfig
+
     config = record.get("config") or {}
-    flat = dict(config.get("method_config") or {})
-    flat.update({f"train.{k}": v for k, v in (config.get("train") or {}).items()})
+    flat = {**_method_defaults(str(record.get("method"))), **(config.get("method_config") or {})}
+    train = {**_defaults(TrainConfig), **(config.get("train") or {})}
+    flat.update({f"train.{k}": v for k, v in train.items() if k not in NEVER_KEYED})
     return flat
+
+
+def _method_defaults(method: str) -> dict[str, Any]:
+    """Default config of a registered method ({} for a name no longer registered)."""
+    from methods import get_method
+
+    try:
+        return _defaults(get_method(method).config_cls)
+    except UserError:
+        return {}
+
+
+def _defaults(cls: type) -> dict[str, Any]:
+    """The dataclass ``cls``'s fields that have a plain default, with that default."""
+    import dataclasses
+
+    return {
+        f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING
+    }
 
 
 def score_of(record: dict[str, Any], split: str, metric: str) -> float:
@@ -233,16 +259,22 @@ def run_frame(records: tuple[dict[str, Any], ...] | list[dict[str, Any]]) -> pd.
 
 
 def row_labels(frame: pd.DataFrame) -> list[str]:
-    """The table row of each run: the method name, plus ``[key=value, ...]`` for the config keys
-    that differ between runs of that method on the same task and backbone."""
+    """The table row of each run: the method name, ``(official)`` when the run used the method's
+    official profile, plus ``[key=value, ...]`` for the other config keys that differ between
+    runs of that method on the same task and backbone."""
     labels = [""] * len(frame)
     positions = {index: i for i, index in enumerate(frame.index)}
     for (_, method), group in frame.groupby(["backbone", "method"], sort=True):
         keys = sorted(set(_variant_keys(group)) | set(_choice_keys(str(method), group)))
         for index, config in zip(group.index, group["config"], strict=True):
             flat = json.loads(config)
-            suffix = ", ".join(f"{k}={_short(flat.get(k))}" for k in keys)
-            label = f"{method} [{suffix}]" if keys else str(method)
+            # a non-default profile (``official``) always shows, even without a variant to tell
+            name = f"{method} ({flat['profile']})" if flat.get("profile", "project") != (
+                "project"
+            ) else str(method)
+            keys_left = [k for k in keys if k != "profile"]
+            suffix = ", ".join(f"{k}={_short(flat.get(k))}" for k in keys_left)
+            label = f"{name} [{suffix}]" if keys_left else name
             if flat.get(PROTOCOL_KEY) == "official-dev" and PROTOCOL_KEY not in keys:
                 label += " [official-dev]"
             labels[positions[index]] = label

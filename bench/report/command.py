@@ -9,7 +9,10 @@ imported only when a command runs, so ``--help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 from bench.errors import UserError
@@ -100,19 +103,43 @@ def report_dir(results: str, out: str | None) -> Path:
     return Path(out) if out else Path(results) / REPORT_SUBDIR
 
 
+@contextlib.contextmanager
+def quiet_libraries() -> Iterator[None]:
+    """Hide the libraries' warnings while a report is made: scipy's "precision loss" of a t-test
+    on identical seeds (the claim's verdict already says when seeds agree) and matplotlib's or
+    seaborn's layout notes. The report itself lists what it could not use."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"scipy\.")
+        warnings.filterwarnings("ignore", module=r"(matplotlib|seaborn)(\.|$)")
+        yield
+
+
+def make_report(results: Path) -> Path:
+    """The report of ``results`` with the default claims and published numbers, into
+    ``results/report``; the path of its index (``run --report`` calls this)."""
+    from bench.report.build import build_report
+
+    with quiet_libraries():
+        summary = build_report(
+            results, report_dir(str(results), None), published_dir=_published_dir(None)
+        )
+    return Path(summary.index)
+
+
 def _report(args: argparse.Namespace) -> int:
     from bench.report.build import build_report
 
     claims = Path(args.claims) if args.claims else None
     if claims is not None and not claims.is_file():
         raise UserError(f"--claims {args.claims} is not a file")
-    summary = build_report(
-        Path(args.results),
-        report_dir(args.results, args.out),
-        claims_path=claims,
-        published_dir=_published_dir(args.published),
-        figures=not args.no_figures,
-    )
+    with quiet_libraries():
+        summary = build_report(
+            Path(args.results),
+            report_dir(args.results, args.out),
+            claims_path=claims,
+            published_dir=_published_dir(args.published),
+            figures=not args.no_figures,
+        )
     print(
         f"wrote {summary.index} and {len(summary.files) - 1} other file(s) "
         f"from {summary.records} record(s)"
