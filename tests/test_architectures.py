@@ -161,9 +161,12 @@ def variants() -> list[tuple[str, dict]]:
 def build(name: str, overrides: dict):
     fields = set(get_method(name).config_cls.__dataclass_fields__)
     values = {k: v for k, v in SMALL.items() if k in fields}
-    if "position" in fields:
-        values["position"] = "shift"  # works with rotary positions too (Llama)
-    return build_method(name, {**values, **overrides})
+    method = build_method(name, {**values, **overrides})
+    placement = getattr(method, "placement_of", lambda: "kv")()
+    if "position" in fields and placement != "kv" and "position" not in overrides:
+        # input slots take positions under 'shift', which rotary models (Llama) need
+        method = build_method(name, {**values, "position": "shift", **overrides})
+    return method
 
 
 def inputs(pad: int, lengths=(4, 7)):
@@ -261,7 +264,9 @@ backbone stays bit-identical, and identical logits for an example alone and in a
 `PEFT_BENCH_WRITE_DOCS=1 python -m pytest tests/test_architectures.py -k matrix`.
 
 T5-encoder is checked as `T5ForTokenClassification` (the encoder alone) on a token task, every
-other architecture as its `*ForSequenceClassification` on a sentence task.
+other architecture as its `*ForSequenceClassification` on a sentence task. Methods run with
+their defaults, except small sizes and, for input and hidden slots, position `shift` (rotary
+models need it).
 
 How kv prefixes reach each architecture: through transformers' attention interface (BERT,
 RoBERTa, ELECTRA, DistilBERT, XLM-R, GPT-2, Llama, T5; T5's relative-position bias is 0 for
