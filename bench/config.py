@@ -69,6 +69,14 @@ class TrainConfig:
             "rounding, so it is part of the run key when set."
         },
     )
+    input_format: str | None = field(
+        default=None,
+        metadata={
+            "help": "How the text fields become the model input, for tasks that offer several "
+            "(wic: wic_question, wic_pair); None: the task's default. Part of the run key when "
+            "set."
+        },
+    )
     protocol: str | None = field(
         default=None,
         metadata={
@@ -109,6 +117,9 @@ class TrainConfig:
         for name in ("group_by_length", "activation_checkpointing", "compile"):
             if not isinstance(getattr(self, name), bool):
                 raise UserError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        fmt = self.input_format
+        if fmt is not None and (not isinstance(fmt, str) or not fmt):
+            raise UserError(f"input_format must be an input format name or None, got {fmt!r}")
         if not 0.0 < self.val_fraction < 1.0:
             raise UserError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
         if not 0.0 <= self.warmup_ratio < 1.0:
@@ -143,7 +154,7 @@ class TrainConfig:
 
 
 #: TrainConfig fields added after the first records were written (see ``key_dict``).
-KEYED_ONLY_WHEN_SET = ("group_by_length", "compile", "protocol")
+KEYED_ONLY_WHEN_SET = ("group_by_length", "compile", "protocol", "input_format")
 #: Fields that change how a run executes, not its numbers (tested bitwise): never in the key.
 NEVER_KEYED = ("activation_checkpointing",)
 

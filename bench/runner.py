@@ -109,6 +109,7 @@ class _Context:
         import dataclasses
 
         from bench.protocols import resolve
+        from tasks.input_formats import with_input_format
 
         request = self.request
         suite_train, suite_method = (
@@ -130,6 +131,7 @@ class _Context:
             values = {**suite_train, **point_train, **request.train}
             train = TrainConfig.from_dict(values)
             train = dataclasses.replace(train, protocol=resolve(train.protocol, spec))
+            with_input_format(spec, train.input_format)
             check_finite(method_values, "method config")
             config = cls.config_cls.from_dict(method_values).to_dict()
         except UserError as error:

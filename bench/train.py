@@ -83,6 +83,21 @@ def task_loss(kind: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Te
     return F.cross_entropy(logits.flatten(0, -2).float(), labels.flatten(), ignore_index=-100)
 
 
+def model_logits(model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The model's logits for one batch, for every method alike.
+
+    Multiple choice (inputs ``[B, C, T]``): the ``B*C`` choices run as one batch of sequences
+    through the same model (one score each, ``num_labels`` 1) and come back as ``[B, C]``
+    scores, so cross-entropy over the choices trains it and argmax picks the answer.
+    """
+    ids = inputs["input_ids"]
+    if ids.dim() != 3:
+        return model(**inputs).logits
+    rows, choices = ids.shape[:2]
+    flat = {key: value.flatten(0, 1) for key, value in inputs.items()}
+    return model(**flat).logits.view(rows, choices)
+
+
 def linear_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int):
     """Linear warm-up from 0 over ``warmup`` steps, then linear decay to 0 at ``total``."""
     import torch
@@ -214,10 +229,11 @@ def setup_run(run: RunSpec, device: str | None, micro_batch_size: int | None) ->
     from bench.protocols import make_splits
     from methods import build_method
     from tasks import get_task
+    from tasks.input_formats import with_input_format
 
     device = pick_device(device)
     configure_device(device)
-    spec = get_task(run.task)
+    spec = with_input_format(get_task(run.task), run.train.input_format)
     cfg = run.train
     kind = spec.kind.value
 
@@ -581,7 +597,7 @@ def _accumulate(
         # Pinned batches (CUDA) copy asynchronously, overlapping the previous kernels.
         inputs = {k: v[part].to(device, non_blocking=True) for k, v in batch.items()}
         with autocast:
-            logits = model(**inputs).logits
+            logits = model_logits(model, inputs)
         loss = task_loss(kind, logits, labels[part].to(device, non_blocking=True))
         if poison:
             loss = loss * float("nan")
@@ -601,6 +617,8 @@ def attach_data(tokenizer: Any, spec: TaskSpec, train_split: Any, examples: int 
     special = set(tokenizer.all_special_ids)
     keywords = tokenizer(" ".join(spec.keywords), add_special_tokens=False)["input_ids"]
     rows = train_split.select(range(min(examples, len(train_split))))["input_ids"]
+    if rows and rows[0] and isinstance(rows[0][0], list):  # multiple choice: [C][T] per row
+        rows = [choice for row in rows for choice in row]
     sample = [token for row in rows for token in row if token not in special]
     return AttachData(
         keyword_ids=list(keywords),
@@ -642,6 +660,7 @@ def evaluate(
 
     from bench.data import make_loader
     from tasks import compute_metrics
+    from tasks.metrics import context_fields
 
     kind = spec.kind.value
     # Longest first: batches hold examples of similar length, so little compute goes to padding
@@ -652,6 +671,7 @@ def evaluate(
     left_padded = collator.tokenizer.padding_side == "left"
     predictions: list[Any] = []
     references: list[Any] = []
+    scores: list[float] = []  # the last class's probability (grouped metrics rank rows by it)
     offset = 0
     was_training = model.training
     model.eval()
@@ -659,13 +679,15 @@ def evaluate(
         for batch in tqdm(loader, desc="evaluate", leave=False, disable=not progress or None):
             labels = batch.pop("labels")
             batch.pop("index")
-            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu()
+            logits = model_logits(model, {k: v.to(device) for k, v in batch.items()})
+            logits = logits.float().cpu()
             if kind == "regression":
                 predictions.extend(logits.squeeze(-1).tolist())
                 references.extend(labels.tolist())
-            elif kind == "classification":
+            elif kind in ("classification", "multiple_choice"):
                 predictions.extend(logits.argmax(-1).tolist())
                 references.extend(labels.tolist())
+                scores.extend(logits.softmax(-1)[:, -1].tolist())
             else:
                 best = logits.argmax(-1)
                 for row, example in enumerate(examples[offset : offset + len(best)]):
@@ -679,7 +701,10 @@ def evaluate(
                     references.append([spec.labels[tag] for tag in example["word_tags"]])
             offset += len(labels)
     model.train(was_training)
-    return compute_metrics(spec, predictions, references)
+    context = {name: [example[name] for example in examples] for name in context_fields(spec)}
+    if context:
+        context["score"] = scores
+    return compute_metrics(spec, predictions, references, context or None)
 
 
 def peak_memory_bytes(device: str) -> int:

@@ -2,8 +2,9 @@
 
 Every split has the columns ``spec.fields``:
 
-- classification: each text field (``string``) and ``label`` (``ClassLabel`` over
-  ``spec.labels``, read as an ``int`` class index);
+- classification and multiple choice: each text field (``string``) and ``label``
+  (``ClassLabel`` over ``spec.labels``, read as an ``int`` class index), then the meta fields
+  (``group``: ``string``; ``answers``: list of strings);
 - regression: each text field and ``label`` (``float32``);
 - token classification: ``tokens`` (list of strings) and ``tags`` (list of ``ClassLabel``
   indices into ``spec.labels``).
@@ -70,8 +71,14 @@ def features_for(spec: TaskSpec) -> datasets.Features:
         if spec.kind is TaskKind.REGRESSION
         else datasets.ClassLabel(names=list(spec.labels))
     )
+    meta = {
+        name: datasets.List(datasets.Value("string"))
+        if name == "answers"
+        else datasets.Value("string")
+        for name in spec.meta_fields
+    }
     return datasets.Features(
-        {**{name: datasets.Value("string") for name in spec.text_fields}, "label": label}
+        {**{name: datasets.Value("string") for name in spec.text_fields}, "label": label, **meta}
     )
 
 
