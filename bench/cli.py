@@ -193,6 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run failed and timed-out runs again (diverged is a result; --force reruns it)",
     )
+    run.add_argument(
+        "--rerun-stale",
+        action="store_true",
+        help="run again the ok runs whose method's source changed since (shown 'stale')",
+    )
     run.add_argument("--force", action="store_true", help="run every planned run again")
     run.add_argument(
         "--no-progress",
@@ -424,7 +429,9 @@ def command_list(what: str) -> int:
         rows = [
             (
                 name,
-                "comparison row (run when named)" if get_method(name).comparison else "default",
+                "comparison row (run when named)"
+                if get_method(name).comparison
+                else ("default" if get_method(name).default_in_sweeps else "run when named"),
                 get_method(name).description,
             )
             for name in method_names()
@@ -595,7 +602,12 @@ def command_run(args: argparse.Namespace) -> int:
     stage_one_keys = {run.key for run in stage_one}
     finals = [r for r in sweep.finals(output) if r.key not in stage_one_keys]
     plan = stage_one + finals
-    selection = select_runs(plan, output, args.rerun_failed, args.force, args.save_delta)
+    selection = select_runs(
+        plan, output, args.rerun_failed, args.force, args.save_delta, rerun_stale=args.rerun_stale
+    )
+    from bench.pairs import pair_problems
+
+    impossible = pair_problems(selection.to_run)
     if args.dry_run:
         from bench.estimate import ASSUMPTION, CPU_ASSUMPTION, estimate_plan
         from bench.runner import check_data, check_weight_files
@@ -616,7 +628,7 @@ def command_run(args: argparse.Namespace) -> int:
                 r.seed,
                 r.backbone,
                 selection.statuses[r.key],
-                "run" if r.key in chosen else "skip",
+                ("fail" if r.key in impossible else "run") if r.key in chosen else "skip",
                 "?" if e.gpu_seconds is None else f"{e.gpu_seconds / 60:.1f}",
                 "?" if e.cpu_seconds is None else f"{e.cpu_seconds / 60:.1f}",
             )
@@ -631,6 +643,11 @@ def command_run(args: argparse.Namespace) -> int:
         for check in checks.values():
             print(f"  {check.line}")
         print(f"\n{describe_counts(selection, len(plan))}; records go to {output}/runs/")
+        refused = {(r.method, r.backbone, impossible[r.key]) for r in plan if r.key in impossible}
+        for method, backbone, reason in sorted(refused):
+            print(
+                f"cannot run (recorded failed; the sweep goes on): {method} on {backbone}: {reason}"
+            )
         todo = [e.gpu_seconds for r, e in zip(plan, estimates, strict=True) if r.key in chosen]
         known = [s for s in todo if s is not None]
         unknown = (
@@ -685,6 +702,8 @@ def command_run(args: argparse.Namespace) -> int:
         rerun_failed=args.rerun_failed,
         force=args.force,
         progress=not args.no_progress,
+        impossible=impossible,
+        rerun_stale=args.rerun_stale,
     )
     rows = []
     for record in results:

@@ -48,6 +48,11 @@ def data_identity(spec: TaskSpec, data_dir: str | None) -> str:
 
     if data_dir is None:
         hub = spec.hub
+        if hub is None:
+            raise UserError(
+                f"task '{spec.name}' has no 'hub' source and no --data-dir was given: pass "
+                f"--data-dir DIR holding its local files ({spec.local.subdir}/...)"
+            )
         return f"hub:{hub.path}:{hub.name or ''}@{hub.revision or 'main'}"
     digest = hashlib.sha256()
     for split, path in sorted(local_files(spec, data_dir).items()):

@@ -260,6 +260,11 @@ def setup_run(run: RunSpec, device: str | None, micro_batch_size: int | None) ->
     model = method.attach(backbone, spec, attach_data(tokenizer, spec, train_split)).to(device)
     method.check_length(model, max_length)
     params = method.parameter_counts(model)
+    if params.matches_formula is False:
+        log.warning(
+            "%s: %d stored parameters, but its closed form %s gives %d",
+            run.method, params.stored, params.formula, params.formula_value,
+        )  # fmt: skip
     method_info = method.describe(model)
     execution = apply_execution_options(model, cfg.activation_checkpointing, cfg.compile)
     groups = method.param_groups(model, cfg)

@@ -140,6 +140,7 @@ def run_log(path: Path) -> Iterator[None]:
 def base_record(run: RunSpec) -> dict[str, Any]:
     """The fields every record has, whatever the outcome."""
     from bench import protocols
+    from methods import method_source_hash
     from tasks import get_task
 
     spec = get_task(run.task)
@@ -159,6 +160,7 @@ def base_record(run: RunSpec) -> dict[str, Any]:
         },
         "started_at": records.utc_now(),
         "environment": records.environment(),
+        "method_source": method_source_hash(run.method),
     }
 
 
