@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import random
@@ -226,6 +227,9 @@ def setup_run(run: RunSpec, device: str | None, micro_batch_size: int | None) ->
     from bench.backbones import load_backbone, load_tokenizer, resolve_backbone
     from bench.data import Collator, load_task, make_loader, tokenize_task
     from bench.execution import apply_execution_options, configure_device
+    from bench.precision import autocast as precision_autocast
+    from bench.precision import describe as describe_precision
+    from bench.precision import resolve_precision
     from bench.protocols import make_splits
     from methods import build_method
     from tasks import get_task
@@ -276,7 +280,8 @@ def setup_run(run: RunSpec, device: str | None, micro_batch_size: int | None) ->
     )
     total_steps = cfg.epochs * len(train_loader)
     scheduler = linear_schedule(optimizer, math.ceil(cfg.warmup_ratio * total_steps), total_steps)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda"))
+    cfg = dataclasses.replace(cfg, precision=resolve_precision(cfg.precision, device, run.method))
+    autocast = precision_autocast(cfg.precision, device)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats(torch.device(device))
     return RunSetup(
@@ -299,7 +304,12 @@ def setup_run(run: RunSpec, device: str | None, micro_batch_size: int | None) ->
         params=params.to_dict(),
         max_length=max_length,
         splits=splits,
-        extra={"method_info": method_info, **({"execution": execution} if execution else {})},
+        extra={
+            "method_info": method_info,
+            "precision": describe_precision(cfg.precision, device),
+            "threads": torch.get_num_threads(),
+            **({"execution": execution} if execution else {}),
+        },
     )
 
 
@@ -659,6 +669,8 @@ def evaluate(
     from tqdm.auto import tqdm
 
     from bench.data import make_loader
+    from bench.precision import autocast as precision_autocast
+    from bench.precision import resolve_precision
     from tasks import compute_metrics
     from tasks.metrics import context_fields
 
@@ -667,7 +679,7 @@ def evaluate(
     # (metrics are order-free; padding changes logits only at float rounding level).
     examples = sorted(examples, key=lambda example: -len(example["input_ids"]))
     loader = make_loader(examples, collator, cfg.eval_batch_size, shuffle=False)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda"))
+    autocast = precision_autocast(resolve_precision(cfg.precision, device, ""), device)
     left_padded = collator.tokenizer.padding_side == "left"
     predictions: list[Any] = []
     references: list[Any] = []
