@@ -177,6 +177,8 @@ def load_backbone(ref: BackboneRef, task: TaskSpec, pad_token_id: int | None) ->
     kind = task.kind.value
     if kind == "regression":
         kwargs = {"num_labels": 1, "problem_type": "regression"}
+    elif kind == "multiple_choice":
+        kwargs = {"num_labels": 1}  # one score per choice (bench.train.model_logits)
     else:
         kwargs = {
             "num_labels": len(task.labels),

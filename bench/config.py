@@ -69,6 +69,14 @@ class TrainConfig:
             "rounding, so it is part of the run key when set."
         },
     )
+    input_format: str | None = field(
+        default=None,
+        metadata={
+            "help": "How the text fields become the model input, for tasks that offer several "
+            "(wic: wic_question, wic_pair); None: the task's default. Part of the run key when "
+            "set."
+        },
+    )
     protocol: str | None = field(
         default=None,
         metadata={
@@ -78,9 +86,21 @@ class TrainConfig:
         },
     )
 
+    precision: str = field(
+        default="auto",
+        metadata={
+            "help": "fp32, bf16 (autocast), or auto: bf16 on CUDA and on CPUs with native bf16, "
+            "fp32 elsewhere (bench/precision.py). Planning resolves auto, so the run key holds "
+            "the precision that runs; fp32 is left out of the key (records made before this "
+            "field trained in fp32 on CPU)."
+        },
+    )
+
     def __post_init__(self) -> None:
+        from bench.precision import check_precision
         from bench.protocols import PROTOCOLS
 
+        check_precision(self.precision)
         if self.protocol is not None and self.protocol not in PROTOCOLS:
             raise UserError(f"protocol must be one of {list(PROTOCOLS)}, got {self.protocol!r}")
         for name in ["val_fraction", "warmup_ratio", "weight_decay", "max_grad_norm"]:
@@ -109,6 +129,9 @@ class TrainConfig:
         for name in ("group_by_length", "activation_checkpointing", "compile"):
             if not isinstance(getattr(self, name), bool):
                 raise UserError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        fmt = self.input_format
+        if fmt is not None and (not isinstance(fmt, str) or not fmt):
+            raise UserError(f"input_format must be an input format name or None, got {fmt!r}")
         if not 0.0 < self.val_fraction < 1.0:
             raise UserError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
         if not 0.0 <= self.warmup_ratio < 1.0:
@@ -139,13 +162,18 @@ class TrainConfig:
                 del out[name]
         for name in NEVER_KEYED:
             del out[name]
+        for name, value in KEYED_UNLESS.items():
+            if out[name] == value:
+                del out[name]
         return out
 
 
 #: TrainConfig fields added after the first records were written (see ``key_dict``).
-KEYED_ONLY_WHEN_SET = ("group_by_length", "compile", "protocol")
+KEYED_ONLY_WHEN_SET = ("group_by_length", "compile", "protocol", "input_format")
 #: Fields that change how a run executes, not its numbers (tested bitwise): never in the key.
 NEVER_KEYED = ("activation_checkpointing",)
+#: Fields left out of run keys at this value (what every record made before the field used).
+KEYED_UNLESS = {"precision": "fp32"}
 
 
 def check_finite(values: dict[str, Any], where: str) -> None:

@@ -48,6 +48,11 @@ def data_identity(spec: TaskSpec, data_dir: str | None) -> str:
 
     if data_dir is None:
         hub = spec.hub
+        if hub is None:
+            raise UserError(
+                f"task '{spec.name}' has no 'hub' source and no --data-dir was given: pass "
+                f"--data-dir DIR holding its local files ({spec.local.subdir}/...)"
+            )
         return f"hub:{hub.path}:{hub.name or ''}@{hub.revision or 'main'}"
     digest = hashlib.sha256()
     for split, path in sorted(local_files(spec, data_dir).items()):
@@ -75,6 +80,8 @@ def tokenize_task(
 
     disable_progress_bars()  # our own bars report progress; per-step library bars are noise
     key_source = [PIPELINE_VERSION, loaded.spec.name, loaded.fingerprint, tokenizer_id, max_length]
+    if loaded.spec.input_format is not None:
+        key_source.append(loaded.spec.input_format)
     key = hashlib.sha256(json.dumps(key_source).encode()).hexdigest()[:20]
     if key in _memo:
         return _memo[key]
@@ -99,14 +106,17 @@ def tokenize_task(
 def _tokenize_split(
     split: Dataset, spec: TaskSpec, tokenizer: PreTrainedTokenizerBase, max_length: int
 ) -> Dataset:
+    from tasks.metrics import context_fields
+
     split = split.add_column("index", list(range(len(split))))
-    token_level = spec.kind.value == "token_classification"
-    encode = _encode_words if token_level else _encode_texts
+    encoders = {"token_classification": _encode_words, "multiple_choice": _encode_choices}
+    encode = encoders.get(spec.kind.value, _encode_texts)
+    kept = ("index", *context_fields(spec))  # what grouped metrics read travels along
     return split.map(
         encode,
         batched=True,
         fn_kwargs={"spec": spec, "tokenizer": tokenizer, "max_length": max_length},
-        remove_columns=[c for c in split.column_names if c != "index"],
+        remove_columns=[c for c in split.column_names if c not in kept],
         desc=f"tokenize {spec.name}",
     )
 
@@ -114,9 +124,33 @@ def _tokenize_split(
 def _encode_texts(
     batch: dict[str, list], spec: TaskSpec, tokenizer: PreTrainedTokenizerBase, max_length: int
 ) -> dict[str, list]:
-    texts = [batch[field] for field in spec.text_fields]
+    from tasks.input_formats import render_batch
+
+    texts = render_batch(spec.input_format, spec.text_fields, batch)
     encoded = tokenizer(*texts, truncation=True, max_length=max_length)
     out = {k: encoded[k] for k in _MODEL_INPUTS if k in encoded}
+    out["labels"] = batch["label"]
+    return out
+
+
+def _encode_choices(
+    batch: dict[str, list], spec: TaskSpec, tokenizer: PreTrainedTokenizerBase, max_length: int
+) -> dict[str, list]:
+    """Multiple choice: every model input holds one token list per choice ([C][T] per row)."""
+    from tasks.input_formats import render_batch
+
+    rows = render_batch(spec.input_format, spec.text_fields, batch)
+    counts = [len(choices) for choices in rows]
+    firsts = [first for choices in rows for first, _ in choices]
+    seconds = [second for choices in rows for _, second in choices]
+    encoded = tokenizer(firsts, seconds, truncation=True, max_length=max_length)
+    out: dict[str, list] = {}
+    for key in (k for k in _MODEL_INPUTS if k in encoded):
+        values, start = [], 0
+        for count in counts:
+            values.append(encoded[key][start : start + count])
+            start += count
+        out[key] = values
     out["labels"] = batch["label"]
     return out
 
@@ -188,6 +222,8 @@ class Collator:
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         import torch
 
+        if features and _is_multiple_choice(features[0]):
+            return self._choices(features)
         inputs = [{k: f[k] for k in _MODEL_INPUTS if k in f} for f in features]
         batch = dict(self.tokenizer.pad(inputs, return_tensors="pt"))
         labels = [f["labels"] for f in features]
@@ -204,6 +240,30 @@ class Collator:
             batch["labels"] = torch.tensor(labels, dtype=dtype)
         batch["index"] = torch.tensor([f["index"] for f in features], dtype=torch.long)
         return batch
+
+    def _choices(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """Multiple choice: inputs ``[B, C, T]`` (every choice padded to the batch's longest),
+        ``labels`` ``[B]`` (the right choice's index)."""
+        import torch
+
+        counts = {len(f["input_ids"]) for f in features}
+        if len(counts) != 1:
+            raise ValueError(f"every example of a batch needs as many choices, got {counts}")
+        choices = counts.pop()
+        flat = [
+            {k: f[k][c] for k in _MODEL_INPUTS if k in f} for f in features for c in range(choices)
+        ]
+        padded = self.tokenizer.pad(flat, return_tensors="pt")
+        batch = {k: v.view(len(features), choices, -1) for k, v in padded.items()}
+        batch["labels"] = torch.tensor([f["labels"] for f in features], dtype=torch.long)
+        batch["index"] = torch.tensor([f["index"] for f in features], dtype=torch.long)
+        return batch
+
+
+def _is_multiple_choice(feature: dict[str, Any]) -> bool:
+    """A multiple-choice example holds one token list per choice."""
+    ids = feature["input_ids"]
+    return bool(ids) and isinstance(ids[0], list)
 
 
 class LengthGroupedBatches:

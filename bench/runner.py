@@ -58,6 +58,7 @@ class PlanRequest:
     train: dict[str, Any] = field(default_factory=dict)
     method_overrides: dict[str, Any] = field(default_factory=dict)
     suite: Suite | None = None
+    device: str | None = None  # where runs go, for precision auto (default: cuda if available)
     explicit_seeds: bool = False  # seeds given on the command line (they win over a search's)
 
 
@@ -72,6 +73,19 @@ def build_plan(request: PlanRequest) -> list[RunSpec]:
                 for seed in request.seeds:
                     plan.append(context.run(ref, spec, cls, seed, {}, where=""))
     return plan
+
+
+def _resolved_precision(train: TrainConfig, method: str, device: str | None) -> TrainConfig:
+    """``train`` with precision ``auto`` resolved for ``method`` on the runs' device, so that
+    the run key names the precision that runs (see bench/precision.py)."""
+    import dataclasses
+
+    from bench.precision import resolve_precision, target_device
+
+    if train.precision != "auto":
+        return train
+    resolved = resolve_precision("auto", target_device(device), method)
+    return dataclasses.replace(train, precision=resolved)
 
 
 @dataclass(frozen=True)
@@ -109,6 +123,7 @@ class _Context:
         import dataclasses
 
         from bench.protocols import resolve
+        from tasks.input_formats import with_input_format
 
         request = self.request
         suite_train, suite_method = (
@@ -130,6 +145,8 @@ class _Context:
             values = {**suite_train, **point_train, **request.train}
             train = TrainConfig.from_dict(values)
             train = dataclasses.replace(train, protocol=resolve(train.protocol, spec))
+            train = _resolved_precision(train, cls.name, request.device)
+            with_input_format(spec, train.input_format)
             check_finite(method_values, "method config")
             config = cls.config_cls.from_dict(method_values).to_dict()
         except UserError as error:

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import random
@@ -81,6 +82,21 @@ def task_loss(kind: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Te
     if kind == "regression":
         return F.mse_loss(logits.squeeze(-1).float(), labels.float())
     return F.cross_entropy(logits.flatten(0, -2).float(), labels.flatten(), ignore_index=-100)
+
+
+def model_logits(model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The model's logits for one batch, for every method alike.
+
+    Multiple choice (inputs ``[B, C, T]``): the ``B*C`` choices run as one batch of sequences
+    through the same model (one score each, ``num_labels`` 1) and come back as ``[B, C]``
+    scores, so cross-entropy over the choices trains it and argmax picks the answer.
+    """
+    ids = inputs["input_ids"]
+    if ids.dim() != 3:
+        return model(**inputs).logits
+    rows, choices = ids.shape[:2]
+    flat = {key: value.flatten(0, 1) for key, value in inputs.items()}
+    return model(**flat).logits.view(rows, choices)
 
 
 def linear_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int):
@@ -212,13 +228,17 @@ def setup_run(run: RunSpec, device: str | None, micro_batch_size: int | None) ->
     from bench.backbones import load_backbone, load_tokenizer, resolve_backbone
     from bench.data import Collator, load_task, make_loader, tokenize_task
     from bench.execution import apply_execution_options, configure_device
+    from bench.precision import autocast as precision_autocast
+    from bench.precision import describe as describe_precision
+    from bench.precision import resolve_precision
     from bench.protocols import make_splits
     from methods import build_method
     from tasks import get_task
+    from tasks.input_formats import with_input_format
 
     device = pick_device(device)
     configure_device(device)
-    spec = get_task(run.task)
+    spec = with_input_format(get_task(run.task), run.train.input_format)
     cfg = run.train
     kind = spec.kind.value
 
@@ -241,6 +261,11 @@ def setup_run(run: RunSpec, device: str | None, micro_batch_size: int | None) ->
     model = method.attach(backbone, spec, attach_data(tokenizer, spec, train_split)).to(device)
     method.check_length(model, max_length)
     params = method.parameter_counts(model)
+    if params.matches_formula is False:
+        log.warning(
+            "%s: %d stored parameters, but its closed form %s gives %d",
+            run.method, params.stored, params.formula, params.formula_value,
+        )  # fmt: skip
     method_info = method.describe(model)
     execution = apply_execution_options(model, cfg.activation_checkpointing, cfg.compile)
     groups = method.param_groups(model, cfg)
@@ -256,7 +281,8 @@ def setup_run(run: RunSpec, device: str | None, micro_batch_size: int | None) ->
     )
     total_steps = cfg.epochs * len(train_loader)
     scheduler = linear_schedule(optimizer, math.ceil(cfg.warmup_ratio * total_steps), total_steps)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda"))
+    cfg = dataclasses.replace(cfg, precision=resolve_precision(cfg.precision, device, run.method))
+    autocast = precision_autocast(cfg.precision, device)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats(torch.device(device))
     return RunSetup(
@@ -279,7 +305,12 @@ def setup_run(run: RunSpec, device: str | None, micro_batch_size: int | None) ->
         params=params.to_dict(),
         max_length=max_length,
         splits=splits,
-        extra={"method_info": method_info, **({"execution": execution} if execution else {})},
+        extra={
+            "method_info": method_info,
+            "precision": describe_precision(cfg.precision, device),
+            "threads": torch.get_num_threads(),
+            **({"execution": execution} if execution else {}),
+        },
     )
 
 
@@ -512,10 +543,10 @@ def final_evaluation(
     chance: dict[str, dict[str, Any]] = {}
     tick = time.perf_counter()
     for name, split in setup.eval_splits.items():
-        predictions, references = predict(
+        predictions, references, context = predict(
             setup.model, split, setup.spec, setup.collator, setup.cfg, setup.device, progress
         )
-        metrics[name] = compute_metrics(setup.spec, predictions, references)
+        metrics[name] = compute_metrics(setup.spec, predictions, references, context)
         chance[name] = split_levels(setup.spec.kind.value, predictions, references)
     metrics = setup.splits.with_aliases(metrics)  # splits the protocol evaluates once
     chance = setup.splits.with_aliases(chance)
@@ -585,7 +616,7 @@ def _accumulate(
         # Pinned batches (CUDA) copy asynchronously, overlapping the previous kernels.
         inputs = {k: v[part].to(device, non_blocking=True) for k, v in batch.items()}
         with autocast:
-            logits = model(**inputs).logits
+            logits = model_logits(model, inputs)
         loss = task_loss(kind, logits, labels[part].to(device, non_blocking=True))
         if poison:
             loss = loss * float("nan")
@@ -605,6 +636,8 @@ def attach_data(tokenizer: Any, spec: TaskSpec, train_split: Any, examples: int 
     special = set(tokenizer.all_special_ids)
     keywords = tokenizer(" ".join(spec.keywords), add_special_tokens=False)["input_ids"]
     rows = train_split.select(range(min(examples, len(train_split))))["input_ids"]
+    if rows and rows[0] and isinstance(rows[0][0], list):  # multiple choice: [C][T] per row
+        rows = [choice for row in rows for choice in row]
     sample = [token for row in rows for token in row if token not in special]
     return AttachData(
         keyword_ids=list(keywords),
@@ -643,8 +676,10 @@ def evaluate(
     """The task's metrics of ``model`` on tokenized ``examples`` (token tasks: on words)."""
     from tasks import compute_metrics
 
-    predictions, references = predict(model, examples, spec, collator, cfg, device, progress)
-    return compute_metrics(spec, predictions, references)
+    predictions, references, context = predict(
+        model, examples, spec, collator, cfg, device, progress
+    )
+    return compute_metrics(spec, predictions, references, context)
 
 
 def predict(
@@ -655,24 +690,29 @@ def predict(
     cfg: Any,
     device: str,
     progress: bool = True,
-) -> tuple[list[Any], list[Any]]:
-    """(predictions, references) of ``model`` on tokenized ``examples``, as
+) -> tuple[list[Any], list[Any], dict[str, list[Any]] | None]:
+    """(predictions, references, context) of ``model`` on tokenized ``examples``, as
     :func:`tasks.compute_metrics` takes them: class indices, floats, or one list of tag names
-    per sentence (words, not sub-tokens)."""
+    per sentence (words, not sub-tokens); ``context`` holds the fields grouped metrics need
+    (None for other tasks)."""
     import torch
     from tqdm.auto import tqdm
 
     from bench.data import make_loader
+    from bench.precision import autocast as precision_autocast
+    from bench.precision import resolve_precision
+    from tasks.metrics import context_fields
 
     kind = spec.kind.value
     # Longest first: batches hold examples of similar length, so little compute goes to padding
     # (metrics are order-free; padding changes logits only at float rounding level).
     examples = sorted(examples, key=lambda example: -len(example["input_ids"]))
     loader = make_loader(examples, collator, cfg.eval_batch_size, shuffle=False)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda"))
+    autocast = precision_autocast(resolve_precision(cfg.precision, device, ""), device)
     left_padded = collator.tokenizer.padding_side == "left"
     predictions: list[Any] = []
     references: list[Any] = []
+    scores: list[float] = []  # the last class's probability (grouped metrics rank rows by it)
     offset = 0
     was_training = model.training
     model.eval()
@@ -680,13 +720,15 @@ def predict(
         for batch in tqdm(loader, desc="evaluate", leave=False, disable=not progress or None):
             labels = batch.pop("labels")
             batch.pop("index")
-            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu()
+            logits = model_logits(model, {k: v.to(device) for k, v in batch.items()})
+            logits = logits.float().cpu()
             if kind == "regression":
                 predictions.extend(logits.squeeze(-1).tolist())
                 references.extend(labels.tolist())
-            elif kind == "classification":
+            elif kind in ("classification", "multiple_choice"):
                 predictions.extend(logits.argmax(-1).tolist())
                 references.extend(labels.tolist())
+                scores.extend(logits.softmax(-1)[:, -1].tolist())
             else:
                 best = logits.argmax(-1)
                 for row, example in enumerate(examples[offset : offset + len(best)]):
@@ -700,7 +742,10 @@ def predict(
                     references.append([spec.labels[tag] for tag in example["word_tags"]])
             offset += len(labels)
     model.train(was_training)
-    return predictions, references
+    context = {name: [example[name] for example in examples] for name in context_fields(spec)}
+    if context:
+        context["score"] = scores
+    return predictions, references, context or None
 
 
 def peak_memory_bytes(device: str) -> int:

@@ -20,11 +20,21 @@ if TYPE_CHECKING:
 STRING_DTYPES = ("string", "large_string")
 
 
+LAYOUTS = {
+    "glue_tsv": "the original GLUE layout",
+    "conll": "CoNLL files",
+    "superglue_jsonl": "SuperGLUE's original JSON-lines files",
+    "multirc_jsonl": "SuperGLUE's original JSON-lines files",
+    "record_jsonl": "SuperGLUE's original JSON-lines files",
+}
+"""Local format -> how the offline hint names it (others: '<format> files')."""
+
+
 def offline_hint(spec: TaskSpec) -> str:
     """The sentence telling an offline user how to use local files instead."""
     if spec.local is None:
         return ""
-    layout = "the original GLUE layout" if spec.local.format == "glue_tsv" else "CoNLL files"
+    layout = LAYOUTS.get(spec.local.format, f"{spec.local.format} files")
     files = ", ".join(f"DIR/{spec.local.subdir}/{name}" for name in spec.local.files.values())
     return f". If you are offline, pass --data-dir DIR with {layout} ({files})"
 
@@ -123,6 +133,52 @@ def _drop_label_feature(features: Any, field: str) -> Any:
     return out
 
 
+def expand_record_entities(
+    batch: dict[str, list[Any]], labels: list[str], task: str
+) -> dict[str, list]:
+    """``datasets.map`` function: one ReCoRD query row -> one row per distinct candidate entity
+    (passage, query, entity, label = whether it is a gold answer, answers, group), as the
+    official P-Tuning v2 code expands ReCoRD (THUDM/P-tuning-v2 ``tasks/superglue/dataset.py``,
+    ``record_preprocess_function``). Queries without answers (the test split) are dropped.
+    Label index 1 (``labels[1]``, "1") marks a gold answer."""
+    del labels, task  # the row's label index is 1 for a gold answer, 0 otherwise
+    out: dict[str, list[Any]] = {
+        key: [] for key in ("passage", "query", "entity", "label", "answers", "group")
+    }
+    columns = ("passage", "query", "entities", "answers", "group")
+    for passage, query, entities, answers, group in zip(
+        *(batch[name] for name in columns), strict=True
+    ):
+        if not answers:
+            continue
+        for entity in sorted(set(entities)):
+            out["passage"].append(passage)
+            out["query"].append(query)
+            out["entity"].append(entity)
+            out["label"].append(1 if entity in answers else 0)
+            out["answers"].append(sorted(set(answers)))
+            out["group"].append(str(group))
+    return out
+
+
+def expand_spert_spans(
+    batch: dict[str, list[Any]], labels: list[str], task: str
+) -> dict[str, list[Any]]:
+    """``datasets.map`` function: SpERT-style rows (``tokens``, ``entities`` with ``type``,
+    ``start``, ``end`` exclusive) -> ``tokens`` and IOB2 ``tags`` (indices into ``labels``)."""
+    from .ner_files import span_tags
+
+    tags = [
+        span_tags(labels, task, len(tokens), entities, f"the Hub row with tokens {tokens[:5]}")
+        for tokens, entities in zip(batch["tokens"], batch["entities"], strict=True)
+    ]
+    return {"tokens": batch["tokens"], "tags": tags}
+
+
+EXPANSIONS = {"record_entities": expand_record_entities, "spert_spans": expand_spert_spans}
+"""``hub.expand`` name -> its batched ``datasets.map`` function."""
+
+
 def load_from_hub(
     spec: TaskSpec, splits: Sequence[str], features: datasets.Features
 ) -> tuple[dict[str, datasets.Dataset], str]:
@@ -144,6 +200,8 @@ def load_from_hub(
             )
         ds = loaded[hub_split]
         raw_fingerprints.append(f"{split}:{ds._fingerprint}")
+        if any("." in column for column in hub.columns.values()):
+            ds = ds.flatten()  # struct columns become "a.b" columns
         missing = [col for col in hub.columns.values() if col not in ds.column_names]
         if missing:
             raise UserError(
@@ -152,7 +210,15 @@ def load_from_hub(
             )
         ds = ds.select_columns(list(hub.columns.values()))
         ds = ds.rename_columns({col: ours for ours, col in hub.columns.items() if col != ours})
-        ds = _convert_labels(spec, ds, hub.columns[spec.label_field])
+        if hub.expand is not None:
+            ds = ds.map(
+                EXPANSIONS[hub.expand],
+                batched=True,
+                remove_columns=ds.column_names,
+                fn_kwargs={"labels": list(spec.labels), "task": spec.name},
+            )
+        else:
+            ds = _convert_labels(spec, ds, hub.columns[spec.label_field])
         out[split] = ds.select_columns(list(spec.fields)).cast(features)
     joined = "\n".join(raw_fingerprints)
     return out, hashlib.sha256(joined.encode()).hexdigest()

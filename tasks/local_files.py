@@ -1,4 +1,5 @@
-"""Parsers for task data in its original distribution formats: GLUE TSV and CoNLL.
+"""Parsers for task data in its original distribution formats: GLUE TSV and CoNLL (SuperGLUE's
+JSON lines, SpERT JSON and CoNLL-2012 live in ``superglue_files`` and ``ner_files``).
 
 Each parser turns one file's text into plain Python columns (``dict[field, list]``) with labels
 already mapped to class indices; every problem is a ``UserError`` naming ``file:line``.
@@ -14,7 +15,9 @@ from typing import Any
 
 from bench.errors import UserError
 
+from .ner_files import parse_conll2012, parse_spert_json
 from .spec import TaskKind, TaskSpec
+from .superglue_files import parse_multirc_jsonl, parse_record_jsonl, parse_superglue_jsonl
 
 Columns = dict[str, list[Any]]
 _CONLL_SEP = re.compile(r"[ \t]+")
@@ -158,5 +161,13 @@ def parse_conll(spec: TaskSpec, path: Path, text: str) -> Columns:
     return columns
 
 
-PARSERS = {"glue_tsv": parse_glue_tsv, "conll": parse_conll}
+PARSERS = {
+    "glue_tsv": parse_glue_tsv,
+    "conll": parse_conll,
+    "superglue_jsonl": parse_superglue_jsonl,
+    "multirc_jsonl": parse_multirc_jsonl,
+    "record_jsonl": parse_record_jsonl,
+    "spert_json": parse_spert_json,
+    "conll2012": parse_conll2012,
+}
 """Local format name -> parser."""

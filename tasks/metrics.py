@@ -13,9 +13,10 @@ from __future__ import annotations
 import math
 import operator
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from .grouped_metrics import GROUPED_METRICS, GROUPED_NEEDS
 from .spec import TaskKind, TaskSpec
 
 
@@ -66,6 +67,14 @@ def _seqeval(preds: list[Any], refs: list[Any]) -> dict[str, float]:
     return {key: float(value) for key, value in scores.items()}
 
 
+def _macro_f1(preds: list[Any], refs: list[Any]) -> dict[str, float]:
+    from sklearn.metrics import f1_score
+
+    labels = sorted(set(refs) | set(preds))
+    score = f1_score(refs, preds, labels=labels, average="macro", zero_division=0.0)
+    return {"macro_f1": float(score)}
+
+
 METRIC_FUNCTIONS: dict[str, Callable[[list[Any], list[Any]], dict[str, float]]] = {
     "accuracy": _accuracy,
     "f1": _f1,
@@ -73,6 +82,7 @@ METRIC_FUNCTIONS: dict[str, Callable[[list[Any], list[Any]], dict[str, float]]] 
     "pearson": _correlation("pearson"),
     "spearmanr": _correlation("spearmanr"),
     "seqeval": _seqeval,
+    "macro_f1": _macro_f1,
 }
 """Metric name -> function(predictions, references) returning its result keys."""
 
@@ -115,20 +125,26 @@ def _tag_lists(
 
 
 def compute_metrics(
-    spec: TaskSpec, predictions: Sequence[Any], references: Sequence[Any]
+    spec: TaskSpec,
+    predictions: Sequence[Any],
+    references: Sequence[Any],
+    context: Mapping[str, Sequence[Any]] | None = None,
 ) -> dict[str, float]:
     """Every metric in ``spec.metrics``, as ``{result key: float}`` (keys in metric order).
 
-    Inputs: class indices (ints) for classification, floats for regression, and for token
-    classification one list of tag NAMES per sentence (words, not sub-tokens). Raises
-    ``ValueError`` (a caller bug, not a user error) for empty or mismatched inputs.
+    Inputs: class indices (ints) for classification and multiple choice, floats for
+    regression, and for token classification one list of tag NAMES per sentence (words, not
+    sub-tokens). Grouped metrics (``multirc``, ``record``) also read ``context``: one value per
+    row for each of the task's meta fields (``group``, ``answers``) and ``score`` (the row's
+    positive-class probability). Raises ``ValueError`` (a caller bug, not a user error) for
+    empty or mismatched inputs.
     """
     preds, refs = list(predictions), list(references)
     if len(preds) != len(refs):
         raise ValueError(f"task '{spec.name}': {len(preds)} predictions for {len(refs)} references")
     if not preds:
         raise ValueError(f"task '{spec.name}': no predictions to score")
-    if spec.kind is TaskKind.CLASSIFICATION:
+    if spec.kind in (TaskKind.CLASSIFICATION, TaskKind.MULTIPLE_CHOICE):
         preds = _class_indices(preds, "predictions", len(spec.labels))
         refs = _class_indices(refs, "references", len(spec.labels))
     elif spec.kind is TaskKind.REGRESSION:
@@ -137,5 +153,33 @@ def compute_metrics(
         preds, refs = _tag_lists(preds, refs, spec.labels)
     results: dict[str, float] = {}
     for metric in spec.metrics:
-        results.update(METRIC_FUNCTIONS[metric](preds, refs))
+        if metric in GROUPED_METRICS:
+            rows = _context(spec, metric, context, len(preds))
+            results.update(GROUPED_METRICS[metric](preds, refs, rows))
+        else:
+            results.update(METRIC_FUNCTIONS[metric](preds, refs))
     return results
+
+
+def _context(
+    spec: TaskSpec, metric: str, context: Mapping[str, Sequence[Any]] | None, size: int
+) -> Mapping[str, Sequence[Any]]:
+    needed = GROUPED_NEEDS[metric]
+    missing = [key for key in needed if context is None or key not in context]
+    if missing:
+        raise ValueError(f"task '{spec.name}': metric '{metric}' needs context {missing}")
+    assert context is not None
+    for key in needed:
+        if len(context[key]) != size:
+            raise ValueError(
+                f"task '{spec.name}': context '{key}' has {len(context[key])} values for"
+                f" {size} predictions"
+            )
+    return context
+
+
+def context_fields(spec: TaskSpec) -> tuple[str, ...]:
+    """The dataset columns the task's grouped metrics read per row (kept beside the model
+    inputs when tokenizing; empty for ungrouped tasks)."""
+    needed = [key for metric in spec.metrics for key in GROUPED_NEEDS.get(metric, ())]
+    return tuple(key for key in dict.fromkeys(needed) if key != "score")

@@ -33,21 +33,66 @@ from .checks import (
     check_subset,
     type_name,
 )
+from .grouped_metrics import GROUPED_NEEDS
 
 
 class TaskKind(str, enum.Enum):
-    """What the model predicts: one class, one number, or one tag per word."""
+    """What the model predicts: one class, one number, one tag per word, or one of several
+    choices (one score per choice; the highest wins)."""
 
     CLASSIFICATION = "classification"
     REGRESSION = "regression"
     TOKEN_CLASSIFICATION = "token_classification"
+    MULTIPLE_CHOICE = "multiple_choice"
 
 
-SUITES: tuple[str, ...] = ("glue", "ner")
-"""Suites a task may belong to (``bench run --suite NAME`` runs all tasks of one)."""
+SUITES: tuple[str, ...] = ("glue", "ner", "superglue")
+"""The built-in task suites, in display order. A task may name any other suite (a lower-case
+name): ``tasks.suite_names()`` lists the suites of the registered tasks."""
 
-LOCAL_FORMATS: tuple[str, ...] = ("glue_tsv", "conll")
-"""Local file formats: GLUE's original TSV files, CoNLL-style one-token-per-line files."""
+LOCAL_FORMATS: tuple[str, ...] = (
+    "glue_tsv",
+    "conll",
+    "superglue_jsonl",
+    "multirc_jsonl",
+    "record_jsonl",
+    "spert_json",
+    "conll2012",
+)
+"""Local file formats: GLUE's original TSV files, CoNLL-style one-token-per-line files,
+SuperGLUE's JSON lines (flat rows; MultiRC's and ReCoRD's nested ones), SpERT's JSON (CoNLL04)
+and the CoNLL-2012 column format (OntoNotes 5.0)."""
+
+FORMAT_KINDS: Mapping[str, tuple[TaskKind, ...]] = FrozenMap(
+    {
+        "glue_tsv": (TaskKind.CLASSIFICATION, TaskKind.REGRESSION),
+        "conll": (TaskKind.TOKEN_CLASSIFICATION,),
+        "superglue_jsonl": (TaskKind.CLASSIFICATION, TaskKind.MULTIPLE_CHOICE),
+        "multirc_jsonl": (TaskKind.CLASSIFICATION,),
+        "record_jsonl": (TaskKind.CLASSIFICATION,),
+        "spert_json": (TaskKind.TOKEN_CLASSIFICATION,),
+        "conll2012": (TaskKind.TOKEN_CLASSIFICATION,),
+    }
+)
+"""Local format -> the task kinds it can hold."""
+
+COLUMN_FORMATS: tuple[str, ...] = ("glue_tsv", "superglue_jsonl")
+"""Local formats whose ``columns`` map each field to a column (or JSON key); the others have a
+fixed layout and take no ``columns``."""
+
+HUB_EXPANSIONS: Mapping[str, tuple[str, ...]] = FrozenMap(
+    {
+        "record_entities": ("passage", "query", "entities", "answers", "group"),
+        "spert_spans": ("tokens", "entities"),
+    }
+)
+"""Row expansions applied to a Hub split (``hub.expand``) -> the columns they read. For
+``record_entities``, one ReCoRD query row becomes one binary row per candidate entity; for
+``spert_spans``, a sentence's SpERT entity spans become IOB2 tags."""
+
+META_FIELDS: tuple[str, ...] = ("group", "answers")
+"""Columns that are neither model input nor label but feed grouped metrics: ``group`` (the
+question an answer row belongs to: MultiRC, ReCoRD), ``answers`` (ReCoRD's gold entities)."""
 
 METRIC_OUTPUTS: Mapping[str, tuple[str, ...]] = FrozenMap(
     {
@@ -57,15 +102,26 @@ METRIC_OUTPUTS: Mapping[str, tuple[str, ...]] = FrozenMap(
         "pearson": ("pearson",),
         "spearmanr": ("spearmanr",),
         "seqeval": ("f1", "precision", "recall", "accuracy"),
+        "macro_f1": ("macro_f1",),
+        "multirc": ("f1a", "em"),
+        "record": ("f1", "exact_match"),
     }
 )
 """Metric name -> the keys it adds to :func:`tasks.compute_metrics`'s result."""
 
 METRICS_FOR_KIND: Mapping[TaskKind, tuple[str, ...]] = FrozenMap(
     {
-        TaskKind.CLASSIFICATION: ("accuracy", "f1", "matthews_correlation"),
+        TaskKind.CLASSIFICATION: (
+            "accuracy",
+            "f1",
+            "matthews_correlation",
+            "macro_f1",
+            "multirc",
+            "record",
+        ),
         TaskKind.REGRESSION: ("pearson", "spearmanr"),
         TaskKind.TOKEN_CLASSIFICATION: ("seqeval",),
+        TaskKind.MULTIPLE_CHOICE: ("accuracy",),
     }
 )
 """The metrics that make sense for each task kind."""
@@ -81,7 +137,9 @@ class HubSource:
     """Where a task lives on the Hugging Face Hub.
 
     ``splits`` maps our split name to the Hub's (e.g. ``validation_matched``); ``columns`` maps
-    each of our fields (the text fields plus ``label``, or ``tokens``/``tags``) to a Hub column.
+    each of our fields (the text fields plus ``label``, or ``tokens``/``tags``) to a Hub column
+    (``a.b`` for a field of a struct column, e.g. ``idx.question``). ``expand`` names a row
+    expansion (:data:`HUB_EXPANSIONS`); ``columns`` then maps the columns it reads.
     """
 
     path: str
@@ -89,6 +147,7 @@ class HubSource:
     columns: Mapping[str, str]
     name: str | None = None
     revision: str | None = None
+    expand: str | None = None
 
     def __post_init__(self) -> None:
         check_str(self.path, "hub.path")
@@ -100,6 +159,8 @@ class HubSource:
         object.__setattr__(self, "columns", check_str_map(self.columns, "hub.columns"))
         if not self.splits:
             raise UserError("hub.splits must name at least one split")
+        if self.expand is not None:
+            check_choice(self.expand, "hub.expand", "row expansion", HUB_EXPANSIONS)
 
     def describe(self) -> str:
         """``path, config name`` as shown in messages, e.g. ``nyu-mll/glue, config sst2``."""
@@ -115,6 +176,7 @@ class HubSource:
             "revision": self.revision,
             "splits": dict(self.splits),
             "columns": dict(self.columns),
+            **({"expand": self.expand} if self.expand else {}),
         }
 
 
@@ -164,11 +226,20 @@ class LocalSource:
                     f" column and the tag the last), got {dict(self.columns)!r}"
                 )
             return FrozenMap()
+        if self.format not in COLUMN_FORMATS:
+            if self.columns:
+                raise UserError(
+                    f"local.columns must be omitted for format '{self.format}' (its layout is"
+                    f" fixed), got {dict(self.columns)!r}"
+                )
+            return FrozenMap()
         for key, column in self.columns.items():
             check_str(key, "local.columns key")
             what = f"local.columns[{key!r}]"
             if isinstance(column, bool) or not isinstance(column, str | int):
                 raise UserError(f"{what} must be a column name or a 0-based index, got {column!r}")
+            if isinstance(column, int) and self.format == "superglue_jsonl":
+                raise UserError(f"{what} must be a JSON key (a.b for nested keys), got {column}")
             if isinstance(column, int) and column < 0:
                 raise UserError(f"{what} must be a 0-based index (>= 0), got {column}")
             if isinstance(column, str) and not self.header:
@@ -196,8 +267,16 @@ class TaskSpec:
     the data comes from (the Hub, a local directory, or both).
 
     ``labels`` are in the Hub's ClassLabel order; class index ``i`` means ``labels[i]``
-    (empty for regression). ``eval_splits`` are all labelled non-train splits, evaluated at the
-    end of a run; ``report_splits`` (a subset) are the ones a paper reports.
+    (empty for regression; for multiple choice, the choices' names). ``eval_splits`` are all
+    labelled non-train splits, evaluated at the end of a run; ``report_splits`` (a subset) are
+    the ones a paper reports.
+
+    ``input_format`` names how the text fields become the model's input (a
+    :data:`tasks.input_formats.INPUT_FORMATS` entry; ``None``: the text fields as one sequence or
+    a pair), ``input_formats`` the alternatives a run may pick instead
+    (``TrainConfig.input_format``).
+    ``meta_fields`` are columns kept beside the inputs for grouped metrics (see
+    :data:`META_FIELDS`).
     """
 
     name: str
@@ -215,11 +294,17 @@ class TaskSpec:
     label_range: tuple[float, float] | None = None
     max_length: int = 128
     keywords: tuple[str, ...] = ()
+    #: false: the task is run and tabled, but no claim verdict counts it (e.g. a held-out
+    #: variant of a task that is already counted)
+    claims: bool = True
     #: P-Tuning v1's pattern (classification only): ``{field}`` pieces, ``[P]`` markers where
     #: the pseudo tokens go, one ``[MASK]``, and literal words; see docs/profiles.md.
     template: str | None = None
     #: label -> the one-token word the MLM head scores at ``[MASK]`` (with ``template``).
     verbalizer: Mapping[str, str] | None = None
+    input_format: str | None = None
+    input_formats: tuple[str, ...] = ()
+    meta_fields: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
@@ -239,13 +324,16 @@ class TaskSpec:
 
     @property
     def num_labels(self) -> int:
-        """Size of the model's output layer: the number of classes/tags, or 1 for regression."""
-        return 1 if self.kind is TaskKind.REGRESSION else len(self.labels)
+        """Size of the model's output layer: the number of classes/tags, or 1 for regression and
+        for multiple choice (one score per choice)."""
+        if self.kind in (TaskKind.REGRESSION, TaskKind.MULTIPLE_CHOICE):
+            return 1
+        return len(self.labels)
 
     @property
     def fields(self) -> tuple[str, ...]:
-        """Every column of a loaded split: the text fields, then the label field."""
-        return (*self.text_fields, self.label_field)
+        """Every column of a loaded split: the text fields, the label field, the meta fields."""
+        return (*self.text_fields, self.label_field, *self.meta_fields)
 
     def to_dict(self) -> dict[str, Any]:
         """A plain, JSON-serialisable copy (for run records)."""
@@ -264,7 +352,13 @@ class TaskSpec:
         return out
 
     def _validate(self) -> None:
-        check_choice(self.suite, "suite", "suite", SUITES)
+        if not isinstance(self.suite, str) or not _NAME_RE.match(self.suite):
+            raise UserError(
+                f"suite must be lower-case letters, digits and '_' (e.g. one of "
+                f"{', '.join(SUITES)}), got {self.suite!r}"
+            )
+        if not isinstance(self.claims, bool):
+            raise UserError(f"claims must be true or false, got {self.claims!r}")
         try:
             object.__setattr__(self, "kind", TaskKind(self.kind))
         except ValueError:
@@ -282,6 +376,7 @@ class TaskSpec:
         keywords = check_str_tuple(self.keywords, "keywords", allow_empty=True)
         object.__setattr__(self, "keywords", keywords)
         self._validate_template()
+        self._validate_input_format()
 
     def _validate_template(self) -> None:
         """``template`` and ``verbalizer`` come together, on classification tasks only; the
@@ -312,9 +407,31 @@ class TaskSpec:
         check_exact_keys(verbalizer, "verbalizer", self.labels, "one word per label")
         object.__setattr__(self, "verbalizer", verbalizer)
 
+    def _validate_input_format(self) -> None:
+        from .input_formats import check_input_format
+
+        formats = check_str_tuple(self.input_formats, "input_formats", allow_empty=True)
+        object.__setattr__(self, "input_formats", formats)
+        if self.input_format is None and formats:
+            raise UserError(f"input_formats {list(formats)} are given but no input_format")
+        for name in ([self.input_format] if self.input_format is not None else []) + list(formats):
+            check_input_format(name, self.kind, self.text_fields)
+        if self.input_format is not None and formats and self.input_format not in formats:
+            raise UserError(
+                f"input_format {self.input_format!r} must be one of input_formats:"
+                f" {', '.join(formats)}"
+            )
+        if self.kind is TaskKind.MULTIPLE_CHOICE and self.input_format is None:
+            raise UserError("a multiple_choice task needs an input_format that builds its choices")
+
     def _validate_fields(self) -> None:
         fields = check_str_tuple(self.text_fields, "text_fields")
         object.__setattr__(self, "text_fields", fields)
+        meta = check_str_tuple(self.meta_fields, "meta_fields", allow_empty=True)
+        object.__setattr__(self, "meta_fields", meta)
+        check_subset(meta, "meta_fields", META_FIELDS, "the meta field list")
+        if set(meta) & set(fields):
+            raise UserError(f"meta_fields {list(meta)} overlap text_fields {list(fields)}")
         if self.kind is TaskKind.TOKEN_CLASSIFICATION:
             if fields != ("tokens",):
                 raise UserError(
@@ -367,10 +484,21 @@ class TaskSpec:
                     f"metric {metric!r} does not apply to a {self.kind.value} task;"
                     f" allowed: {', '.join(allowed)}"
                 )
-        if "f1" in metrics and len(self.labels) != 2:
-            raise UserError(
-                f"metric 'f1' is binary F1 and needs exactly 2 labels, got {len(self.labels)}"
-            )
+        for binary in ("f1", "multirc", "record"):
+            if binary in metrics and len(self.labels) != 2:
+                raise UserError(
+                    f"metric '{binary}' scores binary rows and needs exactly 2 labels,"
+                    f" got {len(self.labels)}"
+                )
+        present = (*self.text_fields, *self.meta_fields)
+        for metric in metrics:
+            reads = [name for name in GROUPED_NEEDS.get(metric, ()) if name != "score"]
+            missing = [name for name in reads if name not in present]
+            if missing:
+                raise UserError(
+                    f"metric '{metric}' reads the column(s) {', '.join(missing)} of every row;"
+                    f" add them to meta_fields (from {', '.join(META_FIELDS)}) or text_fields"
+                )
         keys = [key for metric in metrics for key in METRIC_OUTPUTS[metric]]
         check_choice(self.primary_metric, "primary_metric", "metric result", keys)
 
@@ -399,19 +527,24 @@ class TaskSpec:
                 raise UserError(f"{what} must name a '{TRAIN_SPLIT}' split, got {list(splits)}")
             check_subset(self.eval_splits, "eval_splits", splits, what)
         purpose = f"the fields of a {self.kind.value} task"
-        if self.hub is not None:
+        if self.hub is not None and self.hub.expand is not None:
+            reads = HUB_EXPANSIONS[self.hub.expand]
+            check_exact_keys(
+                self.hub.columns, "hub.columns", reads, f"the columns {self.hub.expand} reads"
+            )
+        elif self.hub is not None:
             check_exact_keys(self.hub.columns, "hub.columns", self.fields, purpose)
         if self.local is not None:
             self._validate_local(self.local, purpose)
 
     def _validate_local(self, local: LocalSource, purpose: str) -> None:
-        expected = "conll" if self.kind is TaskKind.TOKEN_CLASSIFICATION else "glue_tsv"
-        if local.format != expected:
+        if self.kind not in FORMAT_KINDS[local.format]:
+            allowed = [name for name, kinds in FORMAT_KINDS.items() if self.kind in kinds]
             raise UserError(
-                f"local.format must be '{expected}' for a {self.kind.value} task,"
+                f"local.format must be one of {', '.join(allowed)} for a {self.kind.value} task,"
                 f" got '{local.format}'"
             )
-        if local.format == "glue_tsv":
+        if local.format in COLUMN_FORMATS:
             check_exact_keys(local.columns, "local.columns", self.fields, purpose)
         if local.label_values:
             if self.kind is TaskKind.REGRESSION:

@@ -133,7 +133,12 @@ class ClaimSpec:
             )
 
     def covers(self, task: str, suite: str) -> bool:
-        """Whether ``task`` (of ``suite``) is one of the claim's tasks."""
+        """Whether ``task`` (of ``suite``) is one of the claim's tasks. A task whose file says
+        ``claims: false`` is never counted."""
+        from tasks import get_task, task_names
+
+        if task in task_names() and not get_task(task).claims:
+            return False
         if self.tasks:
             return task in self.tasks
         return self.suite is None or suite == self.suite

@@ -283,7 +283,7 @@ def row_labels(frame: pd.DataFrame) -> list[str]:
     labels = [""] * len(frame)
     positions = {index: i for i, index in enumerate(frame.index)}
     for (_, method), group in frame.groupby(["backbone", "method"], sort=True):
-        keys = _variant_keys(group)
+        keys = sorted(set(_variant_keys(group)) | set(_choice_keys(str(method), group)))
         for index, config in zip(group.index, group["config"], strict=True):
             flat = json.loads(config)
             # a non-default profile (``official``) always shows, even without a variant to tell
@@ -307,6 +307,26 @@ def _variant_keys(group: pd.DataFrame) -> list[str]:
             continue
         for key in set().union(*configs):
             if len({json.dumps(c.get(key), sort_keys=True) for c in configs}) > 1:
+                keys.add(key)
+    return sorted(keys)
+
+
+def _choice_keys(method: str, group: pd.DataFrame) -> list[str]:
+    """Method options that choose a variant (string-valued fields: injection, reparam, ...) and
+    differ from the method's default in some run: a run of ``p_tuning_v2`` with
+    ``injection=hidden`` is labelled so even when no other variant ran beside it."""
+    from bench.errors import UserError
+    from methods import get_method
+
+    try:
+        defaults = get_method(method).config_cls().to_dict()
+    except UserError:  # a record of a method that is no longer registered
+        return []
+    keys = set()
+    for config in set(group["config"]):
+        flat = json.loads(config)
+        for key, default in defaults.items():
+            if isinstance(default, str) and key in flat and flat[key] != default:
                 keys.add(key)
     return sorted(keys)
 
