@@ -4,8 +4,10 @@ Runs record both (``config.suite``, ``config.budget``; see :data:`bench.suites.B
 Records written before the marker existed carry neither; for them the budget is inferred from
 the shipped suites marked ``smoke``: a record belongs to such a suite when its task, method,
 seed and backbone are among the suite's and its training and method configs hold every value
-the suite's settings fix for that (task, method). Inference only ever finds ``smoke`` (the
-direction that withholds verdicts); anything else stays "not marked".
+the suite's settings fix for that (task, method), where the record has the key at all (a setting
+added to the suite after the record was written, such as ``precision``, cannot contradict it).
+Inference only ever finds ``smoke`` (the direction that withholds verdicts); anything else stays
+"not marked".
 """
 
 from __future__ import annotations
@@ -75,6 +77,6 @@ def _belongs(record: dict[str, Any], config: dict[str, Any], suite: Any) -> bool
     train, method_values = suite.overrides(task, method)
     recorded_train = config.get("train") or {}
     recorded_method = config.get("method_config") or {}
-    return all(recorded_train.get(k) == v for k, v in train.items()) and all(
-        recorded_method.get(k) == v for k, v in method_values.items()
+    return all(k not in recorded_train or recorded_train[k] == v for k, v in train.items()) and all(
+        k not in recorded_method or recorded_method[k] == v for k, v in method_values.items()
     )
