@@ -248,7 +248,7 @@ def measure_model(
     from bench.execution import apply_execution_options
     from bench.precision import autocast as precision_autocast
     from bench.precision import describe, resolve_precision
-    from bench.train import _accumulate, task_loss
+    from bench.train import _accumulate, model_logits, task_loss
     from tasks import get_task
 
     cuda = device.startswith("cuda")
@@ -265,7 +265,9 @@ def measure_model(
 
     def batch(size: int) -> dict[str, torch.Tensor]:
         pool = torch.tensor(vocab)
-        ids = pool[torch.randint(len(pool), (size, config.seq_len), generator=generator)]
+        # multiple choice: [B, C, T], one sequence per choice (bench.train.model_logits)
+        shape = (size, len(spec.labels)) if kind == "multiple_choice" else (size,)
+        ids = pool[torch.randint(len(pool), (*shape, config.seq_len), generator=generator)]
         out = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
         if kind == "token_classification":
             out["labels"] = torch.randint(
@@ -309,7 +311,7 @@ def measure_model(
 
     def forward() -> None:
         with torch.no_grad(), autocast:
-            task_loss(kind, model(**eval_batch).logits, labels)
+            task_loss(kind, model_logits(model, eval_batch), labels)
 
     time_calls(forward, max(1, config.warmup), sync)
     eval_times = time_calls(forward, config.steps, sync)
