@@ -201,6 +201,8 @@ class RunSpec:
     data_identity: str
     seed: int
     train: TrainConfig
+    suite: str | None = None  # the suite that planned the run; not part of the key
+    budget: str | None = None  # that suite's budget marker (bench.suites.BUDGETS); not in the key
 
     def identity(self) -> dict[str, Any]:
         """The inputs hashed into the key (paths excluded: they differ between machines)."""

@@ -162,6 +162,8 @@ class _Context:
             data_identity=self.identities[spec.name],
             seed=seed,
             train=train,
+            suite=request.suite.name if request.suite else None,
+            budget=request.suite.budget if request.suite else None,
         )
 
 

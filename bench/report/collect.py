@@ -10,6 +10,10 @@ method with different configurations (say ``injection=kv`` and ``injection=hidde
 differ only from task to task (a per-task learning rate) do not split a row; the footnote lists
 them instead.
 
+Each row also says whether the run scored at chance (:mod:`bench.report.learned`: ``at_chance``
+True, False or None when the record cannot tell, ``chance_levels``) and the budget it was
+trained at (:mod:`bench.report.budget`: ``budget``, ``run_suite``, ``budget_inferred``).
+
 Searches (:mod:`bench.search`): where ``RESULTS/searches/`` holds search records, the runs of a
 search count only as its winner's final runs; every other search run is set aside (listed in
 :attr:`Collection.set_aside`, shown by the search report), so tables, plots and claims compare
@@ -73,6 +77,11 @@ COLUMNS = (
     "finished_at",
     "error",
     "metrics",
+    "at_chance",
+    "budget",
+    "run_suite",
+    "budget_inferred",
+    "chance_levels",
 )
 
 
@@ -211,8 +220,12 @@ def score_of(record: dict[str, Any], split: str, metric: str) -> float:
 
 
 def _row(record: dict[str, Any], suites: dict[str, str]) -> dict[str, Any]:
+    from bench.report.budget import run_budget
+    from bench.report.learned import at_chance, levels_kind
+
     split, metric = headline(record)
     ok = record["status"] == STATUS_OK
+    budget = run_budget(record)
     params = (record.get("params") or {}) if ok else {}
     config = record.get("config") or {}
     error = record.get("error") or {}
@@ -243,6 +256,11 @@ def _row(record: dict[str, Any], suites: dict[str, str]) -> dict[str, Any]:
         if error
         else "",
         "metrics": json.dumps(record.get("metrics") or {} if ok else {}, sort_keys=True),
+        "at_chance": at_chance(record, split, metric) if ok else None,
+        "budget": budget.budget,
+        "run_suite": budget.suite,
+        "budget_inferred": budget.inferred,
+        "chance_levels": levels_kind(record, split),
     }
 
 

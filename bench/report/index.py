@@ -56,11 +56,9 @@ def build_index(
         "",
         "## Claim verdicts",
         "",
-        render.markdown_table(
-            ["claim", "backbone", "verdict", "statement"], verdicts.summary_rows(outcomes)
-        ),
+        render.markdown_table(verdicts.SUMMARY_HEADERS, verdicts.summary_rows(outcomes)),
         "",
-        "Decision rules, per-task deltas, bootstrap CIs and Welch's tests: "
+        "Decision rules, per-task deltas, Welch intervals, Holm-adjusted tests and power: "
         f"[claims.md](claims.md) · {_formats('tables/claims', ('csv',))}",
         "",
         "## Accuracy",
