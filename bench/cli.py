@@ -86,6 +86,16 @@ def _execution_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _precision_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--threads",
+        type=_positive_int,
+        help="torch threads per run, recorded in each record (default: torch's, one per core); "
+        "two 1-thread runs side by side beat one 2-thread run on a shared machine "
+        "(docs/precision.md)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
@@ -161,6 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="evaluate on the selection split every N steps (default: per epoch)",
     )
     run.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+    run.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        help="bf16 autocast or fp32; auto: bf16 on CUDA and on CPUs with native bf16, fp32 "
+        "elsewhere (default: the suite's, else auto; part of the run key)",
+    )
+    _precision_flags(run)
     _execution_flags(run)
     run.add_argument(
         "--save-delta",
@@ -175,6 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--rerun-failed",
         action="store_true",
         help="run failed and timed-out runs again (diverged is a result; --force reruns it)",
+    )
+    run.add_argument(
+        "--rerun-stale",
+        action="store_true",
+        help="run again the ok runs whose method's source changed since (shown 'stale')",
     )
     run.add_argument("--force", action="store_true", help="run every planned run again")
     run.add_argument(
@@ -208,7 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="GPUs per run; 0.5 packs two runs per GPU (default: 1 with GPUs, else 0)",
     )
     placement.add_argument(
-        "--cpus-per-run", type=_positive_float, default=1.0, help="CPU cores per run (default 1)"
+        "--cpus-per-run",
+        type=_positive_float,
+        help="CPU cores per run (default: --threads, else 1)",
     )
     placement.add_argument(
         "--address", help="Ray cluster to join: auto or HOST:PORT (default: $RAY_ADDRESS)"
@@ -289,6 +313,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     perf.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
     perf.add_argument(
+        "--precision",
+        type=_csv,
+        default=["auto"],
+        help="auto, fp32 or bf16; several (fp32,bf16) measure each method at each, interleaved, "
+        "and print the step-time ratios to the first (default auto)",
+    )
+    _precision_flags(perf)
+    perf.add_argument(
         "--compare",
         choices=["peft"],
         help="also measure peft's implementation of each method and print our/peft ratios",
@@ -312,6 +344,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="tabulate format of the table: simple, github (Markdown), latex, ... (default simple)",
     )
 
+    check = commands.add_parser(
+        "gpu-check",
+        help="on one CUDA GPU, within minutes: every method on roberta-base/large (eager and "
+        "compiled) and an RTE P-Tuning v2 smoke run, summarised in JSON and Markdown",
+    )
+    check.add_argument(
+        "--out",
+        default=f"{DEFAULT_OUTPUT}/gpu-check",
+        help="where the summary goes (default: %(default)s)",
+    )
+    check.add_argument(
+        "--backbone-dir",
+        help="directory holding roberta-base/ and roberta-large/ (config.json; the smoke run "
+        "also needs roberta-large's weights and tokenizer); default: built-in configs, the Hub",
+    )
+    check.add_argument("--data-dir", help="GLUE layout with RTE/ for the smoke run (default: Hub)")
+    check.add_argument(
+        "--budget-min", type=_positive_float, default=8.0, help="total minutes (default 8)"
+    )
+    check.add_argument("--methods", type=_csv, help="methods (default: all but peft rows)")
+    check.add_argument("--no-smoke", action="store_true", help="skip the RTE smoke run")
+
     from bench.report.command import add_commands
 
     add_commands(commands)
@@ -332,6 +386,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             return dispatch(args)
         if args.command == "perf":
             return command_perf(args)
+        if args.command == "gpu-check":
+            from bench.gpu_check import GpuCheckConfig, run_gpu_check
+
+            return run_gpu_check(
+                GpuCheckConfig(
+                    out=Path(args.out),
+                    backbone_dir=Path(args.backbone_dir) if args.backbone_dir else None,
+                    data_dir=Path(args.data_dir) if args.data_dir else None,
+                    budget_s=args.budget_min * 60,
+                    methods=tuple(args.methods or ()),
+                    smoke=not args.no_smoke,
+                )
+            )
         if args.command == "rerun":
             from bench.rerun import rerun
 
@@ -362,7 +429,9 @@ def command_list(what: str) -> int:
         rows = [
             (
                 name,
-                "comparison row (run when named)" if get_method(name).comparison else "default",
+                "comparison row (run when named)"
+                if get_method(name).comparison
+                else ("default" if get_method(name).default_in_sweeps else "run when named"),
                 get_method(name).description,
             )
             for name in method_names()
@@ -428,6 +497,8 @@ def command_perf(args: argparse.Namespace) -> int:
         activation_checkpointing=bool(args.activation_checkpointing),
         compile=bool(args.compile),
         method_args=args.method_args,
+        precision=tuple(args.precision),
+        threads=args.threads,
     )
     from bench.backbones import resolve_backbone
     from bench.train import pick_device
@@ -486,6 +557,7 @@ def command_run(args: argparse.Namespace) -> int:
         "eval_every",
         "activation_checkpointing",
         "compile",
+        "precision",
         "protocol",
     ):
         if getattr(args, key) is not None:
@@ -495,7 +567,7 @@ def command_run(args: argparse.Namespace) -> int:
     executor = ExecutorConfig(
         kind=args.executor,
         gpus_per_run=args.gpus_per_run,
-        cpus_per_run=args.cpus_per_run,
+        cpus_per_run=args.cpus_per_run or args.threads or 1.0,
         address=args.address,
         max_retries=args.max_retries,
         max_parallel=args.max_parallel,
@@ -518,6 +590,7 @@ def command_run(args: argparse.Namespace) -> int:
         train=train,
         method_overrides={**args.method_args, **({"lr": args.lr} if args.lr is not None else {})},
         suite=suite,
+        device=args.device,
         explicit_seeds=args.seeds is not None,
     )
     try:
@@ -529,7 +602,12 @@ def command_run(args: argparse.Namespace) -> int:
     stage_one_keys = {run.key for run in stage_one}
     finals = [r for r in sweep.finals(output) if r.key not in stage_one_keys]
     plan = stage_one + finals
-    selection = select_runs(plan, output, args.rerun_failed, args.force, args.save_delta)
+    selection = select_runs(
+        plan, output, args.rerun_failed, args.force, args.save_delta, rerun_stale=args.rerun_stale
+    )
+    from bench.pairs import pair_problems
+
+    impossible = pair_problems(selection.to_run)
     if args.dry_run:
         from bench.estimate import ASSUMPTION, CPU_ASSUMPTION, estimate_plan
         from bench.plan_sources import applied, describe
@@ -551,7 +629,7 @@ def command_run(args: argparse.Namespace) -> int:
                 r.seed,
                 r.backbone,
                 selection.statuses[r.key],
-                "run" if r.key in chosen else "skip",
+                ("fail" if r.key in impossible else "run") if r.key in chosen else "skip",
                 "?" if e.gpu_seconds is None else f"{e.gpu_seconds / 60:.1f}",
                 "?" if e.cpu_seconds is None else f"{e.cpu_seconds / 60:.1f}",
                 ",".join(map(str, applied(suite, r))) or "-",
@@ -569,6 +647,11 @@ def command_run(args: argparse.Namespace) -> int:
         for check in checks.values():
             print(f"  {check.line}")
         print(f"\n{describe_counts(selection, len(plan))}; records go to {output}/runs/")
+        refused = {(r.method, r.backbone, impossible[r.key]) for r in plan if r.key in impossible}
+        for method, backbone, reason in sorted(refused):
+            print(
+                f"cannot run (recorded failed; the sweep goes on): {method} on {backbone}: {reason}"
+            )
         todo = [e.gpu_seconds for r, e in zip(plan, estimates, strict=True) if r.key in chosen]
         known = [s for s in todo if s is not None]
         unknown = (
@@ -612,6 +695,7 @@ def command_run(args: argparse.Namespace) -> int:
         save_delta=args.save_delta,
         checkpoints=args.checkpoints,
         timeout_s=args.timeout_min * 60 if args.timeout_min else None,
+        threads=args.threads,
         eval_lines=not args.no_progress,
     )
     results, plan = run_stages(
@@ -622,6 +706,8 @@ def command_run(args: argparse.Namespace) -> int:
         rerun_failed=args.rerun_failed,
         force=args.force,
         progress=not args.no_progress,
+        impossible=impossible,
+        rerun_stale=args.rerun_stale,
     )
     rows = []
     for record in results:
@@ -632,12 +718,14 @@ def command_run(args: argparse.Namespace) -> int:
                 record["task"],
                 record["method"],
                 record["seed"],
+                ((record.get("config") or {}).get("train") or {}).get("precision", ""),
                 record["status"],
                 score or (record.get("error") or {}).get("message", "")[:80],
             )
         )
     if rows:
-        print(tabulate(rows, headers=["task", "method", "seed", "status", "primary metric"]))
+        headers = ["task", "method", "seed", "precision", "status", "primary metric"]
+        print(tabulate(rows, headers=headers))
     missing = len(plan) - len(results)
     if missing:
         print(f"{missing} run(s) have no record yet (queued on Slurm?)", file=sys.stderr)

@@ -86,9 +86,21 @@ class TrainConfig:
         },
     )
 
+    precision: str = field(
+        default="auto",
+        metadata={
+            "help": "fp32, bf16 (autocast), or auto: bf16 on CUDA and on CPUs with native bf16, "
+            "fp32 elsewhere (bench/precision.py). Planning resolves auto, so the run key holds "
+            "the precision that runs; fp32 is left out of the key (records made before this "
+            "field trained in fp32 on CPU)."
+        },
+    )
+
     def __post_init__(self) -> None:
+        from bench.precision import check_precision
         from bench.protocols import PROTOCOLS
 
+        check_precision(self.precision)
         if self.protocol is not None and self.protocol not in PROTOCOLS:
             raise UserError(f"protocol must be one of {list(PROTOCOLS)}, got {self.protocol!r}")
         for name in ["val_fraction", "warmup_ratio", "weight_decay", "max_grad_norm"]:
@@ -150,6 +162,9 @@ class TrainConfig:
                 del out[name]
         for name in NEVER_KEYED:
             del out[name]
+        for name, value in KEYED_UNLESS.items():
+            if out[name] == value:
+                del out[name]
         return out
 
 
@@ -157,6 +172,8 @@ class TrainConfig:
 KEYED_ONLY_WHEN_SET = ("group_by_length", "compile", "protocol", "input_format")
 #: Fields that change how a run executes, not its numbers (tested bitwise): never in the key.
 NEVER_KEYED = ("activation_checkpointing",)
+#: Fields left out of run keys at this value (what every record made before the field used).
+KEYED_UNLESS = {"precision": "fp32"}
 
 
 def check_finite(values: dict[str, Any], where: str) -> None:
@@ -184,6 +201,8 @@ class RunSpec:
     data_identity: str
     seed: int
     train: TrainConfig
+    suite: str | None = None  # the suite that planned the run; not part of the key
+    budget: str | None = None  # that suite's budget marker (bench.suites.BUDGETS); not in the key
 
     def identity(self) -> dict[str, Any]:
         """The inputs hashed into the key (paths excluded: they differ between machines)."""

@@ -11,6 +11,8 @@ forward passes (2N per token) over the selection split every epoch and each repo
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import math
 import struct
@@ -27,9 +29,11 @@ UTILIZATION = 0.30
 ASSUMPTION = "A100-class GPU: 312 TFLOP/s bf16 peak at 30% utilization, tokens at max_length"
 
 #: Training and evaluated sizes of the full datasets (evaluated: every split a run reports or
-#: evaluates). Checked against the original files in ../shared/data for CoLA, SST-2, MRPC,
-#: STS-B, RTE, QNLI (dev) and CoNLL-2003, and against the nyu-mll/glue dataset card's rounded
-#: counts for the others; QQP, MNLI and WNLI are the commonly cited GLUE sizes, not re-checked.
+#: evaluates), used only for tasks read from the Hub: runs with ``--data-dir`` count the rows of
+#: their own files (:func:`dataset_sizes`, cached). Checked against the original files in
+#: ../shared/data for CoLA, SST-2, MRPC, STS-B, RTE, QNLI (dev) and CoNLL-2003, and against
+#: the nyu-mll/glue dataset card's rounded counts for the others; QQP, MNLI and WNLI are the
+#: commonly cited GLUE sizes, not re-checked.
 DATASET_SIZES: dict[str, tuple[int, int]] = {
     "cola": (8551, 1043),
     "sst2": (67349, 872),
@@ -112,10 +116,42 @@ def backbone_parameters(name: str, location: str | None = None) -> float | None:
     return KNOWN_PARAMETERS.get(name)
 
 
+@functools.cache
+def dataset_sizes(task: str, data_dir: str | None) -> tuple[int, int] | None:
+    """(training rows, evaluated rows) of ``task``'s local files under ``data_dir``, counted
+    once and cached on disk by the files' content hash; the table above for Hub data (None
+    when the task is not in it, or its files cannot be read)."""
+    from bench.data import cache_dir, data_identity, load_task
+    from bench.errors import UserError
+    from tasks import get_task
+
+    if data_dir is None:
+        return DATASET_SIZES.get(task)
+    spec = get_task(task)
+    try:
+        identity = data_identity(spec, data_dir)
+    except (UserError, OSError):
+        return None
+    path = cache_dir() / "sizes" / f"{task}-{identity.replace(':', '-')}.json"
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        cached = json.loads(path.read_text(encoding="utf-8"))
+        return int(cached["train"]), int(cached["evaluated"])
+    try:
+        loaded = load_task(spec, data_dir)
+    except UserError:
+        return None
+    train = len(loaded.splits["train"]) if "train" in loaded.splits else 0
+    evaluated = sum(len(loaded.splits[s]) for s in spec.eval_splits if s in loaded.splits)
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"train": train, "evaluated": evaluated}), encoding="utf-8")
+    return train, evaluated
+
+
 def estimate_run(run: RunSpec, parameters: float | None) -> Estimate:
     from tasks import get_task
 
-    sizes = DATASET_SIZES.get(run.task)
+    sizes = dataset_sizes(run.task, run.data_dir)
     if parameters is None or sizes is None:
         return Estimate(None)
     cfg = run.train

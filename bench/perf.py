@@ -16,7 +16,9 @@ memory belongs to that method alone:
   follows live memory as CUDA's figure does; the timed process's peak (default heap, which
   keeps its high-water mark) is reported as well;
 - **trainable and stored parameters**, and on CUDA the model FLOPs utilization against the
-  device's dense bf16 peak.
+  device's dense bf16 peak;
+- **precision** (``--precision fp32,bf16``): each method at each precision, interleaved, with
+  the step-time ratio of every precision to the first; and the torch **threads** used.
 
 Inputs are synthetic: random ordinary-vocabulary tokens at exactly ``seq_len`` (no padding) and
 random labels, the same for every method. Results go to ``results/perf/`` as JSON.
@@ -25,6 +27,7 @@ random labels, the same for every method. Results go to ``results/perf/`` as JSO
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import multiprocessing
 import statistics
@@ -70,6 +73,13 @@ class PerfConfig:
     )
     compile: bool = field(default=False, metadata={"help": "torch.compile every model."})
     method_args: dict[str, Any] = field(default_factory=dict)
+    precision: tuple[str, ...] = field(
+        default=("auto",),
+        metadata={"help": "Precisions measured (auto, fp32, bf16); ratios are to the first."},
+    )
+    threads: int | None = field(
+        default=None, metadata={"help": "torch threads in each measuring process (None: torch's)."}
+    )
 
     def __post_init__(self) -> None:
         for name in ("seq_len", "batch_size", "eval_batch_size", "steps", "repeats"):
@@ -80,6 +90,16 @@ class PerfConfig:
             raise UserError("--warmup must be >= 0")
         if not self.methods:
             raise UserError("--methods: name at least one method")
+        from bench.precision import PRECISIONS
+
+        bad = [p for p in self.precision if p not in PRECISIONS]
+        if bad or not self.precision or len(set(self.precision)) < len(self.precision):
+            raise UserError(
+                f"--precision {','.join(self.precision)}: give distinct values among "
+                f"{', '.join(PRECISIONS)}"
+            )
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise UserError(f"--threads must be a positive integer, got {self.threads!r}")
 
 
 @contextmanager
@@ -117,16 +137,34 @@ def current_rss() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def time_calls(call: Callable[[], None], repeats: int, sync: Callable[[], None]) -> list[float]:
-    """Wall time of each of ``repeats`` calls (``sync`` before and after each, for CUDA)."""
+def time_calls(
+    call: Callable[[], None],
+    repeats: int,
+    sync: Callable[[], None],
+    cpu_times: list[float] | None = None,
+) -> list[float]:
+    """Wall time of each of ``repeats`` calls (``sync`` before and after each, for CUDA).
+    ``cpu_times``: also append the CPU time of each call (:func:`cpu_clock`) there."""
     out = []
+    clock = cpu_clock()
     for _ in range(repeats):
         sync()
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), clock()
         call()
         sync()
         out.append(time.perf_counter() - start)
+        if cpu_times is not None:
+            cpu_times.append(clock() - cpu_start)
     return out
+
+
+def cpu_clock() -> Callable[[], float]:
+    """The CPU-time clock of a step: with one torch thread, the calling thread's own CPU time
+    (what a step costs, whatever else the machine runs: on a shared machine wall time swings
+    with the other load, CPU time much less); with several, the whole process's."""
+    import torch
+
+    return time.thread_time if torch.get_num_threads() == 1 else time.process_time
 
 
 def summarize(times: list[float]) -> dict[str, float]:
@@ -152,44 +190,84 @@ MEMORY_STEPS = 3
 def measure_method(
     config: PerfConfig, method_name: str, memory_only: bool = False
 ) -> dict[str, Any]:
-    """Build, warm up and measure one method in this process (see the module docstring).
+    """Build, warm up and measure one method in this process (see the module docstring), at
+    the first of ``config.precision``.
     ``memory_only``: just the peak memory over a few steps (for the live-memory process)."""
     import torch
 
     from bench.backbones import load_backbone, load_tokenizer, resolve_backbone
-    from bench.config import TrainConfig
-    from bench.execution import apply_execution_options, configure_device
-    from bench.train import _accumulate, ordinary_vocab_ids, pick_device, task_loss
-    from methods import AttachData, build_method, get_method
+    from bench.execution import configure_device
+    from bench.train import ordinary_vocab_ids, pick_device
+    from methods import AttachData
     from tasks import get_task
 
     device = pick_device(config.device)
-    cuda = device.startswith("cuda")
     configure_device(device)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
     spec = get_task(config.task)
-    kind = spec.kind.value
     ref = resolve_backbone(config.backbone)
     tokenizer = load_tokenizer(ref, spec)
     _import_model_code(ref, spec, config.compile)
     baseline_rss = current_rss()  # libraries and tokenizer loaded; no tensor of the model yet
     torch.manual_seed(0)
-    allowed = {f for f in get_method(method_name).config_cls.__dataclass_fields__}
-    overrides = {k: v for k, v in config.method_args.items() if k in allowed}
-    method = build_method(method_name, overrides)
+    method = build_perf_method(config, method_name)
     backbone = load_backbone(ref, spec, tokenizer.pad_token_id)
     vocab = ordinary_vocab_ids(tokenizer)
     model = method.attach(backbone, spec, AttachData(vocab_ids=vocab)).to(device)
+    return measure_model(
+        config, method_name, method, model, vocab, device, baseline_rss, memory_only
+    )
+
+
+def build_perf_method(config: PerfConfig, method_name: str) -> Any:
+    """``method_name`` built with the ``config.method_args`` that belong to its config."""
+    from methods import build_method, get_method
+
+    allowed = {f for f in get_method(method_name).config_cls.__dataclass_fields__}
+    overrides = {k: v for k, v in config.method_args.items() if k in allowed}
+    return build_method(method_name, overrides)
+
+
+def measure_model(
+    config: PerfConfig,
+    method_name: str,
+    method: Any,
+    model: Any,
+    vocab: list[int],
+    device: str,
+    baseline_rss: int = 0,
+    memory_only: bool = False,
+) -> dict[str, Any]:
+    """Measure ``model`` (``method`` attached, on ``device``) on synthetic batches of random
+    ``vocab`` ids: the execution options, precision and sizes of ``config`` (first precision);
+    ``baseline_rss``: the CPU resident size before the model existed."""
+    import torch
+
+    from bench.config import TrainConfig
+    from bench.execution import apply_execution_options
+    from bench.precision import autocast as precision_autocast
+    from bench.precision import describe, resolve_precision
+    from bench.train import _accumulate, model_logits, task_loss
+    from tasks import get_task
+
+    cuda = device.startswith("cuda")
+    precision = resolve_precision(config.precision[0], device, method_name)
+    spec = get_task(config.task)
+    kind = spec.kind.value
     counts = method.parameter_counts(model)
     apply_execution_options(model, config.activation_checkpointing, config.compile)
     groups = method.param_groups(model, TrainConfig())
     optimizer = torch.optim.AdamW(groups, fused=cuda)
     params = [p for g in groups for p in g["params"]]
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda)
+    autocast = precision_autocast(precision, device)
     generator = torch.Generator().manual_seed(0)
 
     def batch(size: int) -> dict[str, torch.Tensor]:
         pool = torch.tensor(vocab)
-        ids = pool[torch.randint(len(pool), (size, config.seq_len), generator=generator)]
+        # multiple choice: [B, C, T], one sequence per choice (bench.train.model_logits)
+        shape = (size, len(spec.labels)) if kind == "multiple_choice" else (size,)
+        ids = pool[torch.randint(len(pool), (*shape, config.seq_len), generator=generator)]
         out = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
         if kind == "token_classification":
             out["labels"] = torch.randint(
@@ -215,7 +293,9 @@ def measure_method(
         time_calls(step, config.warmup, sync)
         if cuda:
             torch.cuda.reset_peak_memory_stats(torch.device(device))
-        train_times = time_calls(step, MEMORY_STEPS if memory_only else config.steps, sync)
+        train_cpu: list[float] = []
+        steps = MEMORY_STEPS if memory_only else config.steps
+        train_times = time_calls(step, steps, sync, train_cpu)
         peak_cpu = rss_peak()
     peak = (
         int(torch.cuda.max_memory_allocated(torch.device(device)))
@@ -231,7 +311,7 @@ def measure_method(
 
     def forward() -> None:
         with torch.no_grad(), autocast:
-            task_loss(kind, model(**eval_batch).logits, labels)
+            task_loss(kind, model_logits(model, eval_batch), labels)
 
     time_calls(forward, max(1, config.warmup), sync)
     eval_times = time_calls(forward, config.steps, sync)
@@ -240,12 +320,15 @@ def measure_method(
         "method": method_name,
         "device": device,
         "train_step_times_s": train_times,
+        "train_step_cpu_times_s": train_cpu,
         "eval_batch_times_s": eval_times,
         "peak_memory_bytes": peak,
         "memory_kind": "cuda_max_allocated" if cuda else "peak_rss_minus_baseline",
         "trainable": counts.trainable,
         "stored": counts.stored,
         "backbone": counts.backbone,
+        "precision": describe(precision, device),
+        "threads": torch.get_num_threads(),
     }
     if cuda:
         result["device_name"] = torch.cuda.get_device_name(torch.device(device))
@@ -261,6 +344,11 @@ def with_statistics(config: PerfConfig, result: dict[str, Any]) -> dict[str, Any
     out = {
         **result,
         "train_step": train,
+        **(
+            {"train_step_cpu": summarize(result["train_step_cpu_times_s"])}
+            if result.get("train_step_cpu_times_s")
+            else {}
+        ),
         "train_tokens_per_s": train_tokens,
         "eval_batch": evaluation,
         "eval_tokens_per_s": eval_tokens,
@@ -273,6 +361,33 @@ def with_statistics(config: PerfConfig, result: dict[str, Any]) -> dict[str, Any
     return out
 
 
+def precision_ratios(
+    results: dict[str, dict[str, Any]], labels: dict[str, tuple[str, str]]
+) -> dict[str, dict[str, float]]:
+    """Per measured row (``labels``: row → (method, precision)), its train-step and eval-batch
+    median times over those of the same method at the first precision measured."""
+    first: dict[str, str] = {}
+    for row, (method, _) in labels.items():
+        first.setdefault(method, row)
+    out = {}
+    for row, (method, precision) in labels.items():
+        base, this = results.get(first[method], {}), results.get(row, {})
+        if row == first[method] or "error" in base or "error" in this:
+            continue
+        out[row] = {
+            "method": method,
+            "precision": precision,
+            "versus": labels[first[method]][1],
+            "step_time": this["train_step"]["median_s"] / base["train_step"]["median_s"],
+            "eval_time": this["eval_batch"]["median_s"] / base["eval_batch"]["median_s"],
+        }
+        if "train_step_cpu" in base and "train_step_cpu" in this:
+            out[row]["step_cpu_time"] = (
+                this["train_step_cpu"]["median_s"] / base["train_step_cpu"]["median_s"]
+            )
+    return out
+
+
 def merge_repeats(config: PerfConfig, runs: list[dict[str, Any]]) -> dict[str, Any]:
     """One result from several measuring processes of the same method: step statistics over
     all their steps, the median of their peak memories, and each process's own median."""
@@ -280,8 +395,8 @@ def merge_repeats(config: PerfConfig, runs: list[dict[str, Any]]) -> dict[str, A
     if failed:
         return failed[0]
     merged = dict(runs[0])
-    for key in ("train_step_times_s", "eval_batch_times_s"):
-        merged[key] = [t for r in runs for t in r[key]]
+    for key in ("train_step_times_s", "eval_batch_times_s", "train_step_cpu_times_s"):
+        merged[key] = [t for r in runs for t in r.get(key, [])]
     for key in ("peak_memory_bytes", "peak_rss_default_heap_bytes"):
         if key in merged:
             merged[key] = int(statistics.median(r[key] for r in runs))
@@ -384,19 +499,29 @@ def run_perf(config: PerfConfig, out_dir: Path | None, tablefmt: str = "simple")
         get_method(name)  # unknown names fail before anything is measured
     if config.compare_peft:
         names += [PEFT_COUNTERPART[n] for n in names if n in PEFT_COUNTERPART]
-    # Repeats interleave the methods (A B C A B C ...), so that a slow drift of the machine
-    # (thermal, other load) does not fall on one method only.
-    measured: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    # One row per method and precision; a single precision keeps the method's name as the row.
+    several = len(config.precision) > 1
+    labels = {
+        (f"{name} {precision}" if several else name): (name, precision)
+        for name in names
+        for precision in config.precision
+    }
+    # Repeats interleave the rows (A B C A B C ...), so that a slow drift of the machine
+    # (thermal, other load) does not fall on one method or precision only.
+    measured: dict[str, list[dict[str, Any]]] = {row: [] for row in labels}
     for _ in range(config.repeats):
-        for name in names:
-            measured[name].append(measure_with_live_memory(config, name))
-    results = {name: merge_repeats(config, runs) for name, runs in measured.items()}
+        for row, (name, precision) in labels.items():
+            single = dataclasses.replace(config, precision=(precision,))
+            measured[row].append(measure_with_live_memory(single, name))
+    results = {row: merge_repeats(config, runs) for row, runs in measured.items()}
     report = {
         "config": asdict(config),
         "results": results,
         "ratios_vs_peft": _ratios(results),
         "environment": environment(),
     }
+    if several:
+        report["ratios_vs_precision"] = precision_ratios(results, labels)
     print(format_table(report, tablefmt))
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -405,6 +530,8 @@ def run_perf(config: PerfConfig, out_dir: Path | None, tablefmt: str = "simple")
         stem = f"{name}-{device.split(':')[0]}-L{config.seq_len}-B{config.batch_size}"
         stem += "-ckpt" if config.activation_checkpointing else ""
         stem += "-compile" if config.compile else ""
+        stem += "".join(f"-{p}" for p in config.precision if config.precision != ("auto",))
+        stem += f"-T{config.threads}" if config.threads else ""
         path = out_dir / f"{stem}.json"
         path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         print(f"\nwritten to {path}")
@@ -433,14 +560,18 @@ def format_table(report: dict[str, Any], tablefmt: str = "simple") -> str:
     rows = []
     for name, r in results.items():
         if "error" in r:
-            rows.append((name, "failed: " + r["error"][:70], "", "", "", "", "", "", ""))
+            rows.append((name, "", "failed: " + r["error"][:70], *[""] * 8))
             continue
         step = r["train_step"]
         ratio = report["ratios_vs_peft"].get(name, {}).get("step_time")
+        versus = report.get("ratios_vs_precision", {}).get(name)
+        used = r.get("precision", {}).get("used", "")
         rows.append(
             (
                 name,
+                used + _versus(versus),
                 f"{step['median_s'] * 1000:.1f} ± {step['iqr_s'] * 1000:.1f}",
+                f"{r['train_step_cpu']['median_s'] * 1000:.1f}" if "train_step_cpu" in r else "",
                 f"{r['train_tokens_per_s']:.0f}",
                 f"{r['eval_tokens_per_s']:.0f} ({r['eval_over_train_throughput']:.1f}x)",
                 f"{r['peak_memory_bytes'] / 2**20:.0f}"
@@ -453,8 +584,9 @@ def format_table(report: dict[str, Any], tablefmt: str = "simple") -> str:
                 "" if ratio is None else f"{ratio:.2f}",
             )
         )
-    headers = ["method", "step ms (median ± IQR)", "train tok/s", "eval tok/s (x train)",
-               "peak MiB", "default-heap RSS MiB", "trainable", "stored",
+    headers = ["method", "precision (step vs)", "step ms (median ± IQR)", "step CPU ms",
+               "train tok/s",
+               "eval tok/s (x train)", "peak MiB", "default-heap RSS MiB", "trainable", "stored",
                "ours/peft step"]  # fmt: skip
     config = report["config"]
     repeats = config.get("repeats", 1)
@@ -463,6 +595,7 @@ def format_table(report: dict[str, Any], tablefmt: str = "simple") -> str:
         f"{config['batch_size']} (eval {config['eval_batch_size']}) · {config['steps']} steps "
         f"after {config['warmup']} warm-up"
         + (f" · {repeats} interleaved processes each" if repeats > 1 else "")
+        + (f" · {config['threads']} torch threads" if config.get("threads") else "")
         + "".join(
             f" · {label}"
             for key, label in (
@@ -473,6 +606,16 @@ def format_table(report: dict[str, Any], tablefmt: str = "simple") -> str:
         )
     )
     return title + "\n" + tabulate(rows, headers=headers, tablefmt=tablefmt)
+
+
+def _versus(ratios: dict[str, Any] | None) -> str:
+    """`` (0.50x fp32, CPU 0.45x)``: a row's step-time ratios to its first precision."""
+    if not ratios:
+        return ""
+    cpu = ratios.get("step_cpu_time")
+    return f" ({ratios['step_time']:.2f}x {ratios['versus']}" + (
+        f", CPU {cpu:.2f}x)" if cpu is not None else ")"
+    )
 
 
 def show_report(path: Path, tablefmt: str) -> str:

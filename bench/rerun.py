@@ -50,7 +50,10 @@ def spec_from_record(
     unknown = sorted(set(config) - allowed)
     if unknown:
         raise UserError(f"record config has unknown field(s) {unknown}; allowed: {sorted(allowed)}")
-    config["train"] = TrainConfig.from_dict(config["train"])
+    # Records made before the precision field trained in fp32 on CPU (bf16 autocast on CUDA).
+    cuda = str(record.get("device", "")).startswith("cuda")
+    train = {"precision": "bf16" if cuda else "fp32", **config["train"]}
+    config["train"] = TrainConfig.from_dict(train)
     ref = resolve_backbone(backbone or config["backbone"])
     if backbone:
         config["backbone"] = backbone  # the location here; the identity (in the key) is checked

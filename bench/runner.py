@@ -59,6 +59,7 @@ class PlanRequest:
     train: dict[str, Any] = field(default_factory=dict)
     method_overrides: dict[str, Any] = field(default_factory=dict)
     suite: Suite | None = None
+    device: str | None = None  # where runs go, for precision auto (default: cuda if available)
     explicit_seeds: bool = False  # seeds given on the command line (they win over a search's)
 
 
@@ -75,6 +76,19 @@ def build_plan(request: PlanRequest) -> list[RunSpec]:
                 for seed in request.seeds:
                     plan.append(context.run(ref, spec, cls, seed, {}, where=""))
     return plan
+
+
+def _resolved_precision(train: TrainConfig, method: str, device: str | None) -> TrainConfig:
+    """``train`` with precision ``auto`` resolved for ``method`` on the runs' device, so that
+    the run key names the precision that runs (see bench/precision.py)."""
+    import dataclasses
+
+    from bench.precision import resolve_precision, target_device
+
+    if train.precision != "auto":
+        return train
+    resolved = resolve_precision("auto", target_device(device), method)
+    return dataclasses.replace(train, precision=resolved)
 
 
 @dataclass(frozen=True)
@@ -104,7 +118,14 @@ class _Context:
             specs=specs,
             method_classes=method_classes,
             refs=[resolve_backbone(name) for name in _unique(request.backbones)],
-            identities={spec.name: data_identity(spec, request.data_dir) for spec in specs},
+            identities={
+                spec.name: data_identity(
+                    spec,
+                    request.data_dir,
+                    missing_ok=request.suite is not None and spec.name in request.suite.tasks,
+                )
+                for spec in specs
+            },
         )
 
     def excluded(self, ref: Any, spec: Any, cls: Any) -> bool:
@@ -139,6 +160,7 @@ class _Context:
             values = {**suite_train, **point_train, **request.train}
             train = TrainConfig.from_dict(values)
             train = dataclasses.replace(train, protocol=resolve(train.protocol, spec))
+            train = _resolved_precision(train, cls.name, request.device)
             with_input_format(spec, train.input_format)
             check_finite(method_values, "method config")
             config = cls.config_cls.from_dict(method_values).to_dict()
@@ -155,6 +177,8 @@ class _Context:
             data_identity=self.identities[spec.name],
             seed=seed,
             train=train,
+            suite=request.suite.name if request.suite else None,
+            budget=request.suite.budget if request.suite else None,
         )
 
 

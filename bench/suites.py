@@ -9,6 +9,8 @@ file is a mapping with these keys (only ``tasks`` is required)::
     methods: [full_finetune]      # default: every registered method except comparison rows
     seeds: [13, 21, 42]           # default: --seeds (3 default seeds)
     backbones: [minilm]           # default: --backbone
+    budget: smoke                 # optional: smoke or full (BUDGETS; claim verdicts need
+                                  # a non-smoke suite); not the search block's point budget
     train: {epochs: 3}            # training overrides for every run
     settings:                     # applied in order, later entries win; CLI flags win over all
       - source: "where these values come from (paper, script, measurement)"
@@ -66,7 +68,14 @@ SUITE_KEYS = (
     "settings",
     "exclude",
     "search",
+    "budget",
 )
+BUDGETS = {
+    "smoke": "checks that every run works end to end; too small to judge claims: the report "
+    "shows its numbers but issues no claim verdict from it",
+    "full": "the budget the suite's protocol calls for: claim verdicts are issued",
+}
+"""A suite's optional budget marker and what it means (a suite without one: not marked)."""
 SETTING_KEYS = ("source", "tasks", "methods", "backbones", "train", "method")
 EXCLUDE_KEYS = ("reason", "tasks", "methods", "backbones")
 
@@ -149,10 +158,17 @@ class Suite:
     settings: tuple[Setting, ...] = ()
     exclude: tuple[Exclusion, ...] = ()
     search: tuple[SearchBlock, ...] = ()
+    budget: str | None = field(
+        default=None, metadata={"help": "Budget marker, one of BUDGETS; None: not marked."}
+    )
 
     def __post_init__(self) -> None:
         if not self.tasks:
             raise UserError(f"suite '{self.name}' lists no tasks")
+        if self.budget is not None and self.budget not in BUDGETS:
+            raise UserError(
+                f"suite '{self.name}': unknown budget {self.budget!r}; valid: {', '.join(BUDGETS)}"
+            )
 
     def overrides(
         self, task: str, method: str, backbone: str | None = None
@@ -378,6 +394,7 @@ def parse_suite(data: Any, source: str) -> Suite:
         settings=tuple(settings),
         exclude=tuple(exclude),
         search=search,
+        budget=None if data.get("budget") is None else str(data["budget"]),
     )
 
 

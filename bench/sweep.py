@@ -50,18 +50,30 @@ def select_runs(
     rerun_failed: bool = False,
     force: bool = False,
     save_delta: bool = False,
+    rerun_stale: bool = False,
 ) -> Selection:
     """Pending runs, plus failed ones with ``rerun_failed``, plus everything with ``force``.
-    With ``save_delta``, finished runs that have no stored delta run again to produce it."""
+    With ``save_delta``, finished runs that have no stored delta run again to produce it.
+    An ok record whose ``method_source`` differs from the method's current source hash is
+    ``stale`` (records without the hash are not judged); ``rerun_stale`` runs those again."""
+    from methods import method_source_hash
+
     counts: Counter[str] = Counter()
     statuses: dict[str, str] = {}
     to_run = []
     for run in plan:
         record = records.read_record(output, run.key)
         status = record.get("status", "pending") if record else "pending"
+        made_by = (record or {}).get("method_source")
+        if status == records.STATUS_OK and made_by and made_by != method_source_hash(run.method):
+            status = "stale"
+            if rerun_stale:
+                to_run.append(run)
         counts[status] += 1
         statuses[run.key] = status
         missing_delta = save_delta and status == records.STATUS_OK and "delta_file" not in record
+        if status == "stale" and rerun_stale:
+            continue  # already chosen above
         if (
             force
             or status == "pending"
@@ -167,8 +179,12 @@ def run_sweep(
     rerun_failed: bool = False,
     force: bool = False,
     progress: bool = True,
+    impossible: dict[str, str] | None = None,
+    rerun_stale: bool = False,
 ) -> list[dict[str, Any]]:
-    """Run what the plan still needs; return the plan's records (finished ones included)."""
+    """Run what the plan still needs; return the plan's records (finished ones included).
+    ``impossible`` (run key → reason, from :func:`bench.pairs.pair_problems`): those runs are
+    recorded ``failed`` with the reason instead of being run, and the sweep goes on."""
     with output_lock(output):
         fixed = records.repair_index(output)
         if fixed["torn_lines"] or fixed["added"]:
@@ -177,14 +193,25 @@ def run_sweep(
                 f"{fixed['added']} record(s) indexed",
                 file=sys.stderr,
             )
-        selection = select_runs(plan, output, rerun_failed, force, options.save_delta)
+        selection = select_runs(
+            plan, output, rerun_failed, force, options.save_delta, rerun_stale=rerun_stale
+        )
         print(describe_counts(selection, len(plan)), file=sys.stderr)
         config = executor.resolved()
-        options = replace(options, force=force)
+        options = replace(options, force=force or rerun_stale)
         if config.kind != "slurm":
             for run in selection.to_run:  # markers left by a killed worker
                 records.running_path(output, run.key).unlink(missing_ok=True)
-        events = Progress(output, len(selection.to_run), progress)
+        refused = [r for r in selection.to_run if r.key in (impossible or {})]
+        if refused:
+            from bench.pairs import failed_record
+
+            selection = replace(selection, to_run=[r for r in selection.to_run if r not in refused])
+        events = Progress(output, len(selection.to_run) + len(refused), progress)
+        for run in refused:
+            record = failed_record(run, (impossible or {})[run.key])
+            records.atomic_write_json(records.record_path(output, run.key), record)
+            events.finished(record)
         try:
             if selection.to_run:
                 get_executor(config).execute(selection.to_run, options, events)
@@ -213,18 +240,24 @@ def run_stages(
     rerun_failed: bool = False,
     force: bool = False,
     progress: bool = True,
+    impossible: dict[str, str] | None = None,
+    rerun_stale: bool = False,
 ) -> tuple[list[dict[str, Any]], list[RunSpec]]:
     """Stage one (plain and search runs), then stage two (the winners' final runs of every
     complete search), each through :func:`run_sweep`; returns (records, the runs planned).
     The search records go to ``output/searches`` first. A search still incomplete after stage
     one (runs failed, or queued on Slurm with ``--no-wait``) gets its final runs from a later
-    invocation of the same command."""
+    invocation of the same command. ``impossible`` and ``rerun_stale``: see :func:`run_sweep`
+    (the final runs, planned only now, get their (method, backbone) pairs checked here)."""
     from bench.runner import preflight
     from bench.search import describe_searches, write_cells
 
     write_cells(output, sweep.cells)
     stage_one = sweep.stage_one()
-    results = run_sweep(stage_one, output, executor, options, rerun_failed, force, progress)
+    stages = {"impossible": impossible, "rerun_stale": rerun_stale}
+    results = run_sweep(
+        stage_one, output, executor, options, rerun_failed, force, progress, **stages
+    )
     if not sweep.cells:
         return results, stage_one
     done = {run.key for run in stage_one}
@@ -232,5 +265,11 @@ def run_stages(
     print(describe_searches(sweep.states(output)), file=sys.stderr)
     if finals:
         preflight(finals)
-        results += run_sweep(finals, output, executor, options, rerun_failed, force, progress)
+        if impossible is not None:
+            from bench.pairs import pair_problems
+
+            stages["impossible"] = {**impossible, **pair_problems(finals)}
+        results += run_sweep(
+            finals, output, executor, options, rerun_failed, force, progress, **stages
+        )
     return results, stage_one + finals

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import random
@@ -190,7 +191,7 @@ def train_run(
         setup.device,
     )
     train_loop(run, setup, state, checkpoint_dir, progress, on_evaluation)
-    metrics, final_eval_seconds = final_evaluation(run, setup, state, delta_path, progress)
+    metrics, chance, final_eval_seconds = final_evaluation(run, setup, state, delta_path, progress)
     return RunResult(
         metrics=metrics,
         best=state.best,
@@ -214,6 +215,7 @@ def train_run(
             "micro_batch_size": setup.micro,
             "grad_accum_steps": math.ceil(setup.cfg.batch_size / setup.micro),
             "resumed_from_epoch": state.resumed_from_epoch,
+            "chance": chance,
         },
     )
 
@@ -226,6 +228,9 @@ def setup_run(run: RunSpec, device: str | None, micro_batch_size: int | None) ->
     from bench.backbones import load_backbone, load_tokenizer, resolve_backbone
     from bench.data import Collator, load_task, make_loader, tokenize_task
     from bench.execution import apply_execution_options, configure_device
+    from bench.precision import autocast as precision_autocast
+    from bench.precision import describe as describe_precision
+    from bench.precision import resolve_precision
     from bench.protocols import make_splits
     from methods import build_method
     from tasks import get_task
@@ -256,6 +261,11 @@ def setup_run(run: RunSpec, device: str | None, micro_batch_size: int | None) ->
     model = method.attach(backbone, spec, attach_data(tokenizer, spec, train_split)).to(device)
     method.check_length(model, max_length)
     params = method.parameter_counts(model)
+    if params.matches_formula is False:
+        log.warning(
+            "%s: %d stored parameters, but its closed form %s gives %d",
+            run.method, params.stored, params.formula, params.formula_value,
+        )  # fmt: skip
     method_info = method.describe(model)
     execution = apply_execution_options(model, cfg.activation_checkpointing, cfg.compile)
     groups = method.param_groups(model, cfg)
@@ -271,7 +281,8 @@ def setup_run(run: RunSpec, device: str | None, micro_batch_size: int | None) ->
     )
     total_steps = cfg.epochs * len(train_loader)
     scheduler = linear_schedule(optimizer, math.ceil(cfg.warmup_ratio * total_steps), total_steps)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda"))
+    cfg = dataclasses.replace(cfg, precision=resolve_precision(cfg.precision, device, run.method))
+    autocast = precision_autocast(cfg.precision, device)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats(torch.device(device))
     return RunSetup(
@@ -294,7 +305,12 @@ def setup_run(run: RunSpec, device: str | None, micro_batch_size: int | None) ->
         params=params.to_dict(),
         max_length=max_length,
         splits=splits,
-        extra={"method_info": method_info, **({"execution": execution} if execution else {})},
+        extra={
+            "method_info": method_info,
+            "precision": describe_precision(cfg.precision, device),
+            "threads": torch.get_num_threads(),
+            **({"execution": execution} if execution else {}),
+        },
     )
 
 
@@ -511,22 +527,30 @@ def final_evaluation(
     state: LoopState,
     delta_path: Path | None,
     progress: bool,
-) -> tuple[dict[str, dict[str, float]], float]:
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, Any]], float]:
     """Put the selected (best) state back, save its delta when asked, and evaluate it on the
-    selection split and every evaluation split: (metrics per split, seconds taken)."""
+    selection split and every evaluation split: (metrics per split, chance levels per split
+    (:mod:`bench.chance`), seconds taken)."""
+    from bench.chance import split_levels
+    from tasks import compute_metrics
+
     setup.method.restore_state(setup.model, state.best_state)
     if delta_path is not None:
         from bench.weights import save_delta
 
         save_delta(delta_path, setup.method, setup.model, run)
     metrics: dict[str, dict[str, float]] = {}
+    chance: dict[str, dict[str, Any]] = {}
     tick = time.perf_counter()
     for name, split in setup.eval_splits.items():
-        metrics[name] = evaluate(
+        predictions, references, context = predict(
             setup.model, split, setup.spec, setup.collator, setup.cfg, setup.device, progress
         )
+        metrics[name] = compute_metrics(setup.spec, predictions, references, context)
+        chance[name] = split_levels(setup.spec.kind.value, predictions, references)
     metrics = setup.splits.with_aliases(metrics)  # splits the protocol evaluates once
-    return metrics, time.perf_counter() - tick
+    chance = setup.splits.with_aliases(chance)
+    return metrics, chance, time.perf_counter() - tick
 
 
 def _timed(loader: Any, waited: list[float]) -> Any:
@@ -650,11 +674,33 @@ def evaluate(
     progress: bool = True,
 ) -> dict[str, float]:
     """The task's metrics of ``model`` on tokenized ``examples`` (token tasks: on words)."""
+    from tasks import compute_metrics
+
+    predictions, references, context = predict(
+        model, examples, spec, collator, cfg, device, progress
+    )
+    return compute_metrics(spec, predictions, references, context)
+
+
+def predict(
+    model: nn.Module,
+    examples: list[dict[str, Any]],
+    spec: TaskSpec,
+    collator: Collator,
+    cfg: Any,
+    device: str,
+    progress: bool = True,
+) -> tuple[list[Any], list[Any], dict[str, list[Any]] | None]:
+    """(predictions, references, context) of ``model`` on tokenized ``examples``, as
+    :func:`tasks.compute_metrics` takes them: class indices, floats, or one list of tag names
+    per sentence (words, not sub-tokens); ``context`` holds the fields grouped metrics need
+    (None for other tasks)."""
     import torch
     from tqdm.auto import tqdm
 
     from bench.data import make_loader
-    from tasks import compute_metrics
+    from bench.precision import autocast as precision_autocast
+    from bench.precision import resolve_precision
     from tasks.metrics import context_fields
 
     kind = spec.kind.value
@@ -662,7 +708,7 @@ def evaluate(
     # (metrics are order-free; padding changes logits only at float rounding level).
     examples = sorted(examples, key=lambda example: -len(example["input_ids"]))
     loader = make_loader(examples, collator, cfg.eval_batch_size, shuffle=False)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda"))
+    autocast = precision_autocast(resolve_precision(cfg.precision, device, ""), device)
     left_padded = collator.tokenizer.padding_side == "left"
     predictions: list[Any] = []
     references: list[Any] = []
@@ -699,7 +745,7 @@ def evaluate(
     context = {name: [example[name] for example in examples] for name in context_fields(spec)}
     if context:
         context["score"] = scores
-    return compute_metrics(spec, predictions, references, context or None)
+    return predictions, references, context or None
 
 
 def peak_memory_bytes(device: str) -> int:

@@ -44,6 +44,7 @@ class WorkerOptions:
     progress: bool = False
     timeout_s: float | None = None
     force: bool = False
+    threads: int | None = None  # torch threads per run (None: torch's default)
     eval_lines: bool = False  # one console line per selection evaluation (score, run ETA)
 
 
@@ -139,6 +140,7 @@ def run_log(path: Path) -> Iterator[None]:
 def base_record(run: RunSpec) -> dict[str, Any]:
     """The fields every record has, whatever the outcome."""
     from bench import protocols
+    from methods import method_source_hash
     from tasks import get_task
 
     spec = get_task(run.task)
@@ -158,7 +160,17 @@ def base_record(run: RunSpec) -> dict[str, Any]:
         },
         "started_at": records.utc_now(),
         "environment": records.environment(),
+        "method_source": method_source_hash(run.method),
     }
+
+
+def set_threads(threads: int | None) -> None:
+    """Give torch ``threads`` intra-op threads in this process (None: leave torch's count)."""
+    if threads is None:
+        return
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def is_finished(record: dict[str, Any] | None, options: WorkerOptions) -> bool:
@@ -184,6 +196,7 @@ def run_one(run: RunSpec, options: WorkerOptions) -> dict[str, Any]:
     marker = records.running_path(output, run.key)
     records.atomic_write_json(marker, {**record["placement"], "started_at": record["started_at"]})
     started = time.perf_counter()
+    set_threads(options.threads)
     try:
         with run_log(records.log_path(output, run.key)):
             record.update(_train(run, options, output))

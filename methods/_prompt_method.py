@@ -184,6 +184,45 @@ class PromptMethod(Method):
     def encoder_hidden(self, hidden_size: int) -> int:
         return hidden_size
 
+    @classmethod
+    def placement_options(cls) -> dict[str, dict[str, Any]]:
+        """Placement → the options that select it (a method with one placement: ``{p: {}}``)."""
+        return {cls.placement: {}}
+
+    # preflight --------------------------------------------------------------------------
+
+    def preflight(self, backbone: nn.Module) -> None:
+        """Refuse a placement the architecture cannot take, naming what works instead: this
+        method's own options first, then other methods' variants with a working placement."""
+        from methods import get_method, method_names, variant_label
+        from methods._prompting import supported_placements
+
+        placement = self._placement().value
+        works = supported_placements(backbone)
+        if placement in works:
+            return
+        mine = [
+            ", ".join(f"{k}: {v}" for k, v in options.items())
+            for p, options in self.placement_options().items()
+            if p in works and options
+        ]
+        others = [
+            variant_label(name, options)
+            for name in method_names(include_comparison=False)
+            if name != self.name and issubclass(get_method(name), PromptMethod)
+            for p, options in get_method(name).placement_options().items()
+            if p in works
+        ]
+        hint = f"{self.name} works here with {' or '.join(mine)}" if mine else ""
+        if others:
+            hint += ("; " if hint else "") + f"methods that work here: {', '.join(others)}"
+        model_type = backbone.config.model_type
+        raise UserError(
+            f"{self.name} places prompts as '{placement}', which {type(backbone).__name__} "
+            f"({model_type}) does not support (placements that work: {', '.join(works)}); "
+            f"{hint or 'no prompt method works here'}"
+        )
+
     # attach -----------------------------------------------------------------------------
 
     def attach(
@@ -194,6 +233,7 @@ class PromptMethod(Method):
         from methods._prompting import geometry
         from methods._sources import Init, build_source, direct_initial, initial_prompts, width_for
 
+        self.preflight(backbone)
         cfg = self.config
         geo = geometry(backbone.config)
         placement = self._placement()
@@ -347,7 +387,8 @@ class PromptMethod(Method):
         trainable = sum(p.numel() for n, p in model.named_parameters() if n in trained)
         placement = self._placement()
         if placement is Placement.INPUT:
-            formula, value = f"m*d + head = {m}*{geo.hidden} + {head}", m * geo.hidden
+            width = geo.input_width  # d, or the factorized embedding width (ALBERT, ELECTRA)
+            formula, value = f"m*d + head = {m}*{width} + {head}", m * width
         elif placement is Placement.HIDDEN:
             formula = f"L*m*d + head = {geo.layers}*{m}*{geo.hidden} + {head}"
             value = geo.layers * m * geo.hidden

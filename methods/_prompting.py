@@ -17,7 +17,11 @@ Three placements, chosen by :class:`Placement`:
     usable length is not reduced. DeBERTa's disentangled attention computes its scores itself,
     so there hooks do the same: prefix rows go in front of the key/value projections of the
     layer input, and the mask gets visible columns. The relative-position bias is computed for
-    the real keys only, and is 0 for the position-free prefix keys.
+    the real keys only, and is 0 for the position-free prefix keys. Other encoders whose
+    attention computes scores itself from separable key/value projections (MPNet) take the
+    same projection hooks (see ``_PROJECTION_HOOKS``): MPNet's relative-position bias, computed
+    once for the real tokens, gets zero columns for the prefix keys, which therefore have no
+    relative position to any query.
 
 Positions of input slots (``input``/``hidden``):
 - ``keep``: real tokens keep the positions they would have without prompts, and the slots add
@@ -92,6 +96,13 @@ class Geometry:
     hidden: int  #: d
     kv_heads: int  #: key/value heads (fewer than attention heads under grouped-query attention)
     head_dim: int
+    #: width of the input embeddings (ELECTRA/ALBERT factorize them below d); 0 means d
+    embedding: int = 0
+
+    @property
+    def input_width(self) -> int:
+        """Width of an input prompt: the word embeddings' width."""
+        return self.embedding or self.hidden
 
     @property
     def kv_dim(self) -> int:
@@ -103,7 +114,8 @@ def geometry(config: Any) -> Geometry:
     heads = config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
-    return Geometry(config.num_hidden_layers, config.hidden_size, kv_heads, head_dim)
+    embedding = getattr(config, "embedding_size", None) or 0
+    return Geometry(config.num_hidden_layers, config.hidden_size, kv_heads, head_dim, embedding)
 
 
 def is_checkpointing(model: nn.Module) -> bool:
@@ -122,8 +134,17 @@ def is_decoder(model: nn.Module) -> bool:
 
 def supported_placements(model: nn.Module) -> list[str]:
     """The placements that work on ``model``'s architecture."""
-    out = [Placement.INPUT.value, Placement.HIDDEN.value]
-    if _uses_attention_interface(model) or _disentangled_attentions(model):
+    out = [Placement.INPUT.value]
+    try:
+        _layers(model)
+    except UserError:
+        return out  # one layer shared across depth (ALBERT): no per-layer prompts
+    out.append(Placement.HIDDEN.value)
+    if (
+        _uses_attention_interface(model)
+        or _disentangled_attentions(model)
+        or _projection_attentions(model)
+    ):
         out.append(Placement.KV.value)
     return out
 
@@ -147,18 +168,41 @@ def _layers(model: nn.Module) -> nn.ModuleList:
     for _, module in model.base_model.named_modules():
         if isinstance(module, nn.ModuleList) and len(module) == count:
             return module
-    raise UserError(f"cannot find the {count} transformer layers of {type(model).__name__}")
+    raise UserError(
+        f"cannot find the {count} transformer layers of {type(model).__name__} "
+        f"({model.config.model_type}; ALBERT, for one, shares a single layer across depth), so "
+        "per-layer prompts (placements hidden, kv) have no layer to act on; placements that "
+        "work here: input"
+    )
 
 
 def _self_attentions(model: nn.Module) -> list[nn.Module]:
-    """Self-attention modules with ``layer_idx`` 0..L-1 (cross-attention excluded)."""
+    """Self-attention modules with ``layer_idx`` 0..L-1 (cross-attention excluded). Models whose
+    attentions carry no ``layer_idx`` (DistilBERT) get the first self-attention of each layer."""
     found: dict[int, nn.Module] = {}
     for _, module in model.base_model.named_modules():
         name = type(module).__name__
         layer_idx = getattr(module, "layer_idx", None)
         if "Attention" in name and "Cross" not in name and isinstance(layer_idx, int):
             found.setdefault(layer_idx, module)
-    return [found[i] for i in sorted(found)]
+    if found:
+        return [found[i] for i in sorted(found)]
+    try:
+        layers = _layers(model)
+    except UserError:
+        return []
+    out = []
+    for layer in layers:
+        own = [
+            m
+            for m in layer.modules()
+            if "Attention" in type(m).__name__ and "Cross" not in type(m).__name__
+        ]
+        # the innermost attention module (BERT-style wrappers hold a SelfAttention inside)
+        inner = [m for m in own if not any(o is not m for o in m.modules() if o in own)]
+        if inner:
+            out.append(inner[0])
+    return out
 
 
 def _position_embedding(model: nn.Module) -> nn.Embedding | None:
@@ -210,6 +254,9 @@ def _prefix_attention(base_name: str):
             attention_mask = torch.cat([block, attention_mask], dim=-1)
             if attention_mask.shape[0] == 1 and batch > 1:
                 attention_mask = attention_mask.expand(batch, *attention_mask.shape[1:])
+        bias = kwargs.get("position_bias")
+        if isinstance(bias, torch.Tensor):  # T5: a relative bias of the real keys only
+            kwargs["position_bias"] = torch.cat([bias.new_zeros(*bias.shape[:-1], m), bias], -1)
         kwargs["is_causal"] = False
         return original(module, query, key, value, attention_mask, **kwargs)
 
@@ -288,14 +335,139 @@ def _enable_kv_disentangled(attentions: list[nn.Module]) -> list[nn.Module]:
     return attentions
 
 
+# --- kv placement through projection hooks (attention that computes scores itself) -----------
+
+
+@dataclass(frozen=True)
+class ProjectionHooks:
+    """Where an attention family that computes its scores itself takes its inputs.
+
+    Such modules reshape their projections with the input's own ``[B, n]`` shape, so prefix rows
+    cannot simply be appended to a projection's output. The hooks therefore run the attention on
+    m + n rows: m placeholder rows in front of the layer input, whose key/value projections are
+    replaced by the prefix; the m extra query rows are dropped from the output. ``key``/``value``:
+    attribute names of the key/value ``nn.Linear`` projections. ``mask``/``bias``: (position,
+    keyword) of the additive ``[B, 1, 1|n, n]`` mask and of a relative-position bias
+    ``[B, H, n, n]`` (or ``None``). Both get m zero columns in front (the prefix is visible to
+    every query and carries no position bias) and, where they have n query rows, m zero rows.
+    """
+
+    attention: str  #: class name of the self-attention module, one per layer
+    key: str
+    value: str
+    mask: tuple[int, str]
+    bias: tuple[int, str] | None = None
+
+
+#: model_type -> how its self-attention is hooked. A new family is one entry here.
+_PROJECTION_HOOKS: dict[str, ProjectionHooks] = {
+    "mpnet": ProjectionHooks(
+        "MPNetSelfAttention", "k", "v", mask=(1, "attention_mask"), bias=(2, "position_bias")
+    ),
+}
+
+
+def _projection_attentions(model: nn.Module) -> list[nn.Module]:
+    """The self-attentions of a :data:`_PROJECTION_HOOKS` family, one per layer, or []."""
+    spec = _PROJECTION_HOOKS.get(model.config.model_type)
+    if spec is None:
+        return []
+    found = [m for m in model.base_model.modules() if type(m).__name__ == spec.attention]
+    return found if len(found) == model.config.num_hidden_layers else []
+
+
+def _pad_scores(tensor: torch.Tensor | None, m: int) -> torch.Tensor | None:
+    """An additive ``[..., q, n]`` score term with m zero key columns in front, and m zero query
+    rows when it has more than one query row (None stays None)."""
+    if tensor is None:
+        return None
+    tensor = torch.cat([tensor.new_zeros(*tensor.shape[:-1], m), tensor], dim=-1)
+    if tensor.shape[-2] > 1:
+        rows = tensor.new_zeros(*tensor.shape[:-2], m, tensor.shape[-1])
+        tensor = torch.cat([rows, tensor], dim=-2)
+    return tensor
+
+
+def _projection_pre_hook(spec: ProjectionHooks):
+    """m placeholder rows in front of the layer input; mask and bias padded to match."""
+
+    def hook(module, args, kwargs):
+        if module._peft_bench_prefix is None:
+            return None
+        hidden = args[0] if args else kwargs["hidden_states"]
+        m = module._peft_bench_prefix[0].shape[2]
+        hidden = torch.cat([hidden.new_zeros(hidden.shape[0], m, hidden.shape[-1]), hidden], 1)
+        module._peft_bench_input = hidden
+        args = list(args)
+        if args:
+            args[0] = hidden
+        else:
+            kwargs = {**kwargs, "hidden_states": hidden}
+        for where in (spec.mask, spec.bias):
+            if where is None:
+                continue
+            position, name = where
+            if position < len(args):
+                args[position] = _pad_scores(args[position], m)
+            elif kwargs.get(name) is not None:
+                kwargs = {**kwargs, name: _pad_scores(kwargs[name], m)}
+        return tuple(args), kwargs
+
+    return hook
+
+
+def _replace_prefix_rows(attention: nn.Module, which: int):
+    """Forward hook on the key (0) / value (1) projection: its first m rows become the prefix."""
+
+    def hook(module, args, output):
+        prefix = attention._peft_bench_prefix
+        if prefix is None or args[0] is not attention._peft_bench_input:
+            return output
+        rows = prefix[which]  # [B, heads, m, head_dim] -> [B, m, heads * head_dim]
+        m = rows.shape[2]
+        rows = rows.permute(0, 2, 1, 3).reshape(rows.shape[0], m, -1)
+        return torch.cat([rows.to(output.dtype), output[:, m:]], dim=1)
+
+    return hook
+
+
+def _drop_prefix_queries(module, args, output):
+    """Forward hook on the attention: drop the m placeholder query rows from its outputs
+    (the attention output ``[B, m+n, d]`` and, when returned, probabilities ``[B, H, m+n, *]``)."""
+    if module._peft_bench_prefix is None:
+        return output
+    m = module._peft_bench_prefix[0].shape[2]
+    first = output[0][:, m:]
+    rest = tuple(t[:, :, m:] if isinstance(t, torch.Tensor) else t for t in output[1:])
+    return (first, *rest)
+
+
+def _enable_kv_projections(model: nn.Module, attentions: list[nn.Module]) -> list[nn.Module]:
+    spec = _PROJECTION_HOOKS[model.config.model_type]
+    for attention in attentions:
+        if getattr(attention, "_peft_bench_hooked", False):
+            continue
+        attention._peft_bench_prefix = attention._peft_bench_input = None
+        attention.register_forward_pre_hook(_projection_pre_hook(spec), with_kwargs=True)
+        attention.register_forward_hook(_drop_prefix_queries)
+        getattr(attention, spec.key).register_forward_hook(_replace_prefix_rows(attention, 0))
+        getattr(attention, spec.value).register_forward_hook(_replace_prefix_rows(attention, 1))
+        attention._peft_bench_hooked = True
+    return attentions
+
+
 def _enable_kv(model: nn.Module) -> list[nn.Module]:
     """Route ``model``'s attention through the prefix function; return its self-attentions."""
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
+    _layers(model)  # one module per layer, or a UserError that says why not (ALBERT)
     disentangled = _disentangled_attentions(model)
     if disentangled:
         return _enable_kv_disentangled(disentangled)
+    projected = _projection_attentions(model)
+    if projected:
+        return _enable_kv_projections(model, projected)
     model_type = model.config.model_type
     if not _uses_attention_interface(model):
         raise UserError(
@@ -408,9 +580,12 @@ class PromptedModel(nn.Module):
     def _install_hooks(self, trim: bool) -> None:
         model, m = self.model, self.slots
         if self.placement is Placement.INPUT:
-            self._handles.append(
-                model.get_input_embeddings().register_forward_hook(self._swap_input_rows)
-            )
+            # every module that looks up the input embedding's weight (T5's encoder has its own
+            # embed_tokens tied to ``shared``); _is_input_lookup places the prompts once
+            weight = model.get_input_embeddings().weight
+            for module in model.modules():
+                if isinstance(module, nn.Embedding) and module.weight is weight:
+                    self._handles.append(module.register_forward_hook(self._swap_input_rows))
         if self.placement is Placement.HIDDEN:
             for index, layer in enumerate(_layers(model)):
                 self._handles.append(
@@ -471,7 +646,11 @@ class PromptedModel(nn.Module):
         output.last_hidden_state = hidden
         pooler = getattr(module, "pooler", None)
         if pooler is not None and getattr(output, "pooler_output", None) is not None:
-            output.pooler_output = pooler(hidden)
+            if isinstance(pooler, nn.Linear):  # ALBERT: a Linear on the first token + activation
+                activation = getattr(module, "pooler_activation", nn.Identity())
+                output.pooler_output = activation(pooler(hidden[:, 0]))
+            else:
+                output.pooler_output = pooler(hidden)
         return output
 
     # forward ----------------------------------------------------------------------------

@@ -115,7 +115,7 @@ def build_source(initial: torch.Tensor, reparam: str, hidden: int, width: int) -
 
 def width_for(placement: Placement, geo: Geometry) -> int:
     return {
-        Placement.INPUT: geo.hidden,
+        Placement.INPUT: geo.input_width,
         Placement.HIDDEN: geo.layers * geo.hidden,
         Placement.KV: geo.layers * 2 * geo.kv_dim,
     }[placement]

@@ -112,17 +112,22 @@ class ParamCounts:
     ``head``: the task head (classifier) alone. ``backbone``: the pretrained encoder/decoder.
     ``formula``: the closed-form expression of ``stored`` (e.g. ``"m*d"``) and ``formula_value``
     its value for this backbone; ``matches_formula`` says whether the counted number agrees.
+    The closed form is optional: a method without one leaves both ``None`` (then
+    ``matches_formula`` is ``None`` too). A mismatch is logged as a warning by the training loop
+    and listed in the report's README.
     """
 
     trainable: int
     stored: int
     head: int
     backbone: int
-    formula: str
-    formula_value: int
+    formula: str | None = None
+    formula_value: int | None = None
 
     @property
-    def matches_formula(self) -> bool:
+    def matches_formula(self) -> bool | None:
+        if self.formula_value is None:
+            return None
         return self.stored == self.formula_value
 
     @property
@@ -167,6 +172,9 @@ class Method(abc.ABC):
     config_cls: ClassVar[type[MethodConfig]] = MethodConfig
     #: Comparison rows (another library's implementation) are run only when asked for by name.
     comparison: ClassVar[bool] = False
+    #: False: the method joins only sweeps that name it (``--methods``, a suite's ``methods``),
+    #: not the default "every method" of a run or suite that lists none.
+    default_in_sweeps: ClassVar[bool] = True
 
     def __init__(self, config: MethodConfig | None = None) -> None:
         self.config = config if config is not None else self.config_cls()
@@ -209,6 +217,10 @@ class Method(abc.ABC):
 
     def on_epoch_start(self, model: nn.Module, epoch: int) -> None:  # noqa: B027 (optional hook)
         """Called before each epoch (1-based); e.g. two-stage training switches stages here."""
+
+    def preflight(self, backbone: nn.Module) -> None:  # noqa: B027 (optional check)
+        """Raise ``UserError`` when this method cannot run on ``backbone``'s architecture.
+        ``backbone`` may live on the meta device (no weights): look at modules and config only."""
 
     def check_length(self, model: nn.Module, max_length: int) -> None:  # noqa: B027
         """Raise ``UserError`` when ``max_length`` tokens don't fit beside the additions."""

@@ -108,6 +108,10 @@ class PTuningV2(PromptMethod):
     def placement_of(self) -> str:
         return self.config.injection
 
+    @classmethod
+    def placement_options(cls) -> dict[str, dict[str, str]]:
+        return {injection: {"injection": injection} for injection in INJECTIONS}
+
     def reparam_of(self) -> str:
         return self.config.reparam
 

@@ -43,6 +43,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from bench.errors import UserError
+from methods._peft import HEAD_COPY
+from methods._peft import load_peft as _peft
+from methods._peft import new_modules_to_save as _new_modules_to_save
 from methods.base import AttachData, Method, MethodConfig, ParamCounts
 from methods.p_tuning import PTuningConfig as _OursPTuning
 from methods.prefix_tuning import PrefixTuningConfig as _OursPrefix
@@ -56,12 +59,6 @@ if TYPE_CHECKING:
 
 PROMPT_INITS = ("random", "text", "sample_vocab")
 P_TUNING_ENCODERS = ("lstm", "mlp")
-#: Module names peft's SEQ_CLS / TOKEN_CLS models add to ``modules_to_save`` themselves.
-PEFT_HEAD_NAMES = ("classifier", "score")
-#: Marks peft's trainable copy of a module listed in ``modules_to_save``.
-HEAD_COPY = ".modules_to_save."
-
-
 # --- configs ---------------------------------------------------------------------------------
 
 
@@ -187,20 +184,6 @@ class PeftPrefixTuningConfig(PeftRowConfig):
 
 
 # --- the shared method -----------------------------------------------------------------------
-
-
-def _peft() -> Any:
-    """The ``peft`` package. A UserError with the install command if it is missing."""
-    try:
-        import peft
-    except ModuleNotFoundError as error:
-        if error.name is None or error.name.split(".")[0] != "peft":
-            raise  # peft is installed but something it imports is missing: peft's own error
-        raise UserError(
-            "the peft_* methods run huggingface/peft, which is not installed: "
-            "pip install peft  (or the project's dev extra: pip install -e '.[dev]')"
-        ) from None
-    return peft
 
 
 class PeftRow(Method):
@@ -346,20 +329,6 @@ def _drop_virtual_positions(m: int):
         return output
 
     return hook
-
-
-def _new_modules_to_save(backbone: nn.Module) -> list[str]:
-    """Modules holding parameters the checkpoint lacked (``peft_bench_new_parameters``, e.g.
-    DeBERTa's ``pooler.dense``), apart from those under peft's own head names. peft trains and
-    stores them like the head, so that no random module stays frozen."""
-    modules = set()
-    for name in getattr(backbone, "peft_bench_new_parameters", ()):
-        module = name.rpartition(".")[0]
-        parts = module.split(".")
-        prefixes = [".".join(parts[: i + 1]) for i in range(len(parts))]
-        if module and not any(p.endswith(PEFT_HEAD_NAMES) for p in prefixes):
-            modules.add(module)
-    return sorted(modules)
 
 
 # --- the three rows --------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,7 +116,13 @@ def _stamp_files(spec: TaskSpec, root: Path, splits: Sequence[str]) -> tuple[Fil
     folder = _locate_dir(spec, root, spec.local.files[splits[0]])
     stamps = []
     for split in splits:
-        path = folder / spec.local.files[split]
+        # a file may name its own folder, relative to the task's: ../SST-2-heldout/test.tsv
+        path = Path(os.path.normpath(folder / spec.local.files[split]))  # links not followed
+        if not path.is_relative_to(root):
+            raise UserError(
+                f"task '{spec.name}' split '{split}': local file {spec.local.files[split]!r} "
+                f"resolves to {path}, outside the data directory {root}"
+            )
         if not path.is_file():
             nested = root / spec.suite / spec.local.subdir / spec.local.files[split]
             also = f" (also looked for {nested})" if folder != nested.parent else ""

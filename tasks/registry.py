@@ -49,8 +49,8 @@ def task_names(suite: str | None = None) -> list[str]:
     specs = _registry()
     if suite is None:
         return sorted(specs)
-    if suite not in SUITES:
-        raise unknown_name_error("suite", suite, SUITES)
+    if suite not in SUITES and suite not in suite_names():
+        raise unknown_name_error("suite", suite, sorted({*SUITES, *suite_names()}))
     return sorted(name for name, spec in specs.items() if spec.suite == suite)
 
 

@@ -47,7 +47,8 @@ class TaskKind(str, enum.Enum):
 
 
 SUITES: tuple[str, ...] = ("glue", "ner", "superglue")
-"""Suites a task may belong to (``bench run --suite NAME`` runs all tasks of one)."""
+"""The built-in task suites, in display order. A task may name any other suite (a lower-case
+name): ``tasks.suite_names()`` lists the suites of the registered tasks."""
 
 LOCAL_FORMATS: tuple[str, ...] = (
     "glue_tsv",
@@ -293,6 +294,9 @@ class TaskSpec:
     label_range: tuple[float, float] | None = None
     max_length: int = 128
     keywords: tuple[str, ...] = ()
+    #: false: the task is run and tabled, but no claim verdict counts it (e.g. a held-out
+    #: variant of a task that is already counted)
+    claims: bool = True
     #: P-Tuning v1's pattern (classification only): ``{field}`` pieces, ``[P]`` markers where
     #: the pseudo tokens go, one ``[MASK]``, and literal words; see docs/profiles.md.
     template: str | None = None
@@ -348,7 +352,13 @@ class TaskSpec:
         return out
 
     def _validate(self) -> None:
-        check_choice(self.suite, "suite", "suite", SUITES)
+        if not isinstance(self.suite, str) or not _NAME_RE.match(self.suite):
+            raise UserError(
+                f"suite must be lower-case letters, digits and '_' (e.g. one of "
+                f"{', '.join(SUITES)}), got {self.suite!r}"
+            )
+        if not isinstance(self.claims, bool):
+            raise UserError(f"claims must be true or false, got {self.claims!r}")
         try:
             object.__setattr__(self, "kind", TaskKind(self.kind))
         except ValueError:

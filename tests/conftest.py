@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# Precision "auto" must not depend on the CPU the tests run on: treat it as without native bf16
+# (tests of the detection and of bf16 set what they need; spawned processes inherit this).
+os.environ.setdefault("PEFT_BENCH_CPU_BF16", "0")
 SHARED_DATA = Path(os.environ.get("PEFT_BENCH_DATA", REPO.parent / "shared" / "data"))
 
 POSITIVE = ["good", "great", "fine", "lovely", "superb", "nice"]

@@ -217,8 +217,11 @@ def test_end_to_end_records_every_field(tiny_bert_dir, tiny_data_dir, tmp_path) 
             "best",
             "protocol",
             "primary",
+            "chance",
         ]:
             assert field in record, field
+        assert set(record["chance"]) == set(record["metrics"])
+        assert record["config"]["suite"] == "glue" and record["config"]["budget"] is None
         spec = get_task(record["task"])
         assert set(record["primary"]) == set(spec.report_splits)
         assert "selection" in record["metrics"]
@@ -231,6 +234,14 @@ def test_end_to_end_records_every_field(tiny_bert_dir, tiny_data_dir, tmp_path) 
     assert {"pearson", "spearmanr"} <= set(stsb["metrics"]["validation"])
     conll = next(records.read_record(out_dir, e["key"]) for e in index if e["task"] == "conll2003")
     assert {"validation", "test"} <= set(conll["metrics"])
+    sst2 = next(records.read_record(out_dir, e["key"]) for e in index if e["task"] == "sst2")
+    levels = sst2["chance"]["validation"]
+    assert (
+        0.5 <= levels["majority_rate"] <= 1
+        and levels["examples"] == sst2["sizes"]["eval_validation"]
+    )
+    assert stsb["chance"]["validation"]["majority_rate"] is None
+    assert conll["chance"]["test"]["distinct_predictions"] >= 1
 
     # A second invocation finds everything done and runs nothing.
     started = time.perf_counter()

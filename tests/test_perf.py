@@ -89,6 +89,18 @@ def test_measure_method_reports_every_field(tiny_bert_dir) -> None:
     assert result["peak_memory_bytes"] > 0
 
 
+@pytest.mark.parametrize("method", ["full_finetune", "p_tuning_v2"])
+def test_measure_method_runs_multiple_choice_batches(tiny_bert_dir, method) -> None:
+    """COPA's [B, C, T] batches: one score per choice through bench.train.model_logits."""
+    config = PerfConfig(
+        backbone=str(tiny_bert_dir), methods=(method,), task="copa", seq_len=16, batch_size=4,
+        eval_batch_size=8, steps=2, warmup=1, device="cpu",
+    )  # fmt: skip
+    result = measure_method(config, method)
+    assert result["train_step"]["median_s"] > 0 and result["eval_batch"]["median_s"] > 0
+    assert result["trainable"] > 0
+
+
 def test_perf_command_compares_with_peft_and_writes_json(tiny_bert_dir, tmp_path, capsys) -> None:
     pytest.importorskip("peft")
     config = PerfConfig(

@@ -84,8 +84,11 @@ def record(
         out["error"] = {"type": "RuntimeError", "message": f"{status} here", "traceback": "..."}
         return out
     trainable = trainable or METHOD_PARAMS.get(method, 8_450)
+    levels = {"examples": 100, "majority_rate": None if task == "conll2003" else 0.5}
+    levels |= {"constant_predictions": False, "distinct_predictions": 2}
     out.update(
         metrics={"selection": {metric: score}, **{s: {metric: score} for s in report_splits}},
+        chance={s: levels for s in ("selection", *report_splits)},
         primary={s: score for s in report_splits},
         best={"epoch": 3, "step": 30, "metric": metric, "score": score},
         curve=[
@@ -159,10 +162,11 @@ EXPECTED_TABLE = """\
 | prompt_tuning (0.0372%)    | <u>61.0 ± 1.0 (3)</u> | 86.0 ± 1.0 (3)                  | —                                    | —         |
 | p_tuning_v2 (0.409–0.419%) | diverged (3/3)        | **92.5 ± 0.7 (2/3, 1 missing)** | **85.0 (1/3, 1 timeout, 1 missing)** | —         |
 
-- Cells: mean ± sample std (ddof=1) over seeds of the task's primary metric on its reported split, ×100, and the number of ok runs. (n/N, …): of the N seeds run for the task on this backbone (by any method), n are ok; the rest failed, diverged, timed out or never ran (missing). — : never run. Best per column in bold, second underlined, ranked on the printed mean.
+- Cells: mean ± sample std (ddof=1) over seeds of the task's primary metric on its reported split, ×100, and the number of ok runs. (n/N, …): of the N seeds run for the task on this backbone (by any method), n are ok; the rest failed, diverged, timed out or never ran (missing). — : never run. Best per column in bold, second underlined, ranked on the printed mean. not learned: every ok run at the level of a constant prediction (accuracy at or below the majority-class rate of the split, MCC 0 or undefined, Pearson/Spearman undefined, F1 0); left out of the ranking and of claims.
 - Average: unweighted mean of the task means, shown only when every task has an ok run. Method labels give trainable parameters as a share of the backbone's.
 - Selection: carved from train (val_fraction 0.1, seeded by the run seed).
 - Reported: rte validation (accuracy); sst2 validation (accuracy); conll2003 test (f1).
+- Budget marker: not marked.
 - Budget: training pool 1000; epochs 3; batch size 16; eval cap none; learning rate: full_finetune 5e-05, prompt_tuning 0.01, p_tuning_v2 0.01.
 """  # noqa: E501
 
@@ -240,109 +244,7 @@ def test_params_table_groups_tasks_with_equal_counts() -> None:
     assert "| minilm     | p_tuning_v2   | sst2" in text and "92,930" in text and "95,241" in text
 
 
-# --- claims -------------------------------------------------------------------------------------
-
-
-def claim_frame(scores: dict[tuple[str, str], list[float]]):
-    """Records from {(method, task): [score per seed, in points]}."""
-    records = [
-        record(task, method, 13 + i, value / 100)
-        for (method, task), values in scores.items()
-        for i, value in enumerate(values)
-    ]
-    return collect.run_frame(records)
-
-
-def spec(**changes: Any) -> claims.ClaimSpec:
-    base = {
-        "id": "gain",
-        "statement": "P-Tuning v2 gains 2-5 points over fine-tuning.",
-        "source": "test",
-        "treatment": ("p_tuning_v2",),
-        "baselines": ("full_finetune",),
-        "lower": 2.0,
-        "upper": 5.0,
-        "suite": "glue",
-        "min_tasks": 2,
-    }
-    return claims.ClaimSpec(**{**base, **changes})
-
-
-def verdict_of(scores: dict[tuple[str, str], list[float]], claim: claims.ClaimSpec):
-    (result,) = verdicts.evaluate(claim_frame(scores), [claim], claims.Settings())
-    return result
-
-
-FT = [80.0, 80.2, 79.8]
-
-
-def test_claim_supported() -> None:
-    scores = {}
-    for task in ("sst2", "rte"):
-        scores[("full_finetune", task)] = FT
-        scores[("p_tuning_v2", task)] = [83.0, 83.2, 82.8]
-    result = verdict_of(scores, spec())
-    assert result.verdict == verdicts.SUPPORTED
-    comparison = result.comparisons[0]
-    assert comparison.delta == pytest.approx(3.0)
-    assert comparison.ci[0] > 2.0 and comparison.ci[1] < 5.0
-    assert comparison.p_above_lower < 0.05 and comparison.p_below_upper < 0.05
-    assert "inside 2 < Δ < 5" in comparison.reason
-
-
-def test_claim_contradicted_below_and_above() -> None:
-    below = {("full_finetune", "sst2"): FT, ("p_tuning_v2", "sst2"): [77.0, 77.2, 76.8]}
-    below |= {("full_finetune", "rte"): FT, ("p_tuning_v2", "rte"): [77.0, 77.2, 76.8]}
-    result = verdict_of(below, spec())
-    assert result.verdict == verdicts.CONTRADICTED
-    assert all("below 2" in c.reason for c in result.comparisons)
-    above = {k: ([90.0, 90.2, 89.8] if k[0] == "p_tuning_v2" else v) for k, v in below.items()}
-    result = verdict_of(above, spec())
-    assert result.verdict == verdicts.CONTRADICTED
-    assert all("above 5" in c.reason for c in result.comparisons)
-
-
-def test_claim_inconclusive_with_two_seeds_or_a_straddling_ci() -> None:
-    few = {("full_finetune", "sst2"): FT, ("p_tuning_v2", "sst2"): [83.0, 83.2]}
-    few |= {("full_finetune", "rte"): FT, ("p_tuning_v2", "rte"): [83.0, 83.2]}
-    result = verdict_of(few, spec())
-    assert result.verdict == verdicts.INCONCLUSIVE
-    assert all("3 per side needed" in c.reason for c in result.comparisons)
-    wide = {("full_finetune", "sst2"): FT, ("p_tuning_v2", "sst2"): [80.0, 82.0, 84.0]}
-    wide |= {("full_finetune", "rte"): FT, ("p_tuning_v2", "rte"): [80.0, 82.0, 84.0]}
-    result = verdict_of(wide, spec())
-    assert result.verdict == verdicts.INCONCLUSIVE
-    assert all("straddles 2" in c.reason for c in result.comparisons)
-
-
-def test_claim_pairs_aggregate_over_tasks_and_baselines() -> None:
-    # one task supports, one contradicts: "several" (2) can no longer be reached
-    scores = {
-        ("full_finetune", "sst2"): FT,
-        ("p_tuning_v2", "sst2"): [83.0, 83.2, 82.8],
-        ("full_finetune", "rte"): FT,
-        ("p_tuning_v2", "rte"): [77.0, 77.2, 76.8],
-    }
-    assert verdict_of(scores, spec()).verdict == verdicts.CONTRADICTED
-    # non-inferiority on every task: supported; a second baseline that was never run: no pair
-    claim = spec(lower=-1.0, upper=None, min_tasks="all")
-    assert verdict_of(scores | {("full_finetune", "rte"): [77.0, 77.2, 76.8]}, claim).verdict == (
-        verdicts.SUPPORTED
-    )
-    only_one_task = {k: v for k, v in scores.items() if k[1] == "sst2"}
-    result = verdict_of(only_one_task, spec())
-    assert result.verdict == verdicts.INCONCLUSIVE and "only 1 run" in result.reason
-    missing = verdict_of(only_one_task, spec(baselines=("prompt_tuning",)))
-    assert missing.verdict == verdicts.INCONCLUSIVE and "no runs of prompt_tuning" in missing.reason
-
-
-def test_bootstrap_is_deterministic_and_welch_handles_zero_variance() -> None:
-    a, b = [83.0, 83.2, 82.8], FT
-    assert stats.bootstrap_diff_ci(a, b) == stats.bootstrap_diff_ci(a, b)
-    low, high = stats.bootstrap_diff_ci(a, b)
-    assert low < 3.0 < high
-    assert stats.welch_vs_threshold([3.0] * 3, [0.0] * 3, 2.0).p_greater == 0.0
-    assert stats.welch_vs_threshold([3.0] * 3, [0.0] * 3, 4.0).p_greater == 1.0
+# --- claims (the verdicts themselves: tests/test_claims.py) -------------------------------------
 
 
 def test_packaged_claims_load_and_each_is_evaluated() -> None:
@@ -350,13 +252,17 @@ def test_packaged_claims_load_and_each_is_evaluated() -> None:
     assert [s.id for s in specs] == [
         "ptv2_gains_over_traditional",
         "ptv2_comparable_to_finetuning",
+        "ptv2_beats_prompt_tuning",
         "deep_prompts_beat_input_prompts",
     ]
+    assert [s.wording for s in specs] == ["brief", "source", "source", "source"]
+    assert all(s.quote for s in specs)
     assert settings == claims.Settings()
     results = verdicts.evaluate(collect.run_frame(table_records()), specs, settings)
     assert {r.claim.id for r in results} == {s.id for s in specs}
     text = verdicts.to_markdown(results, settings)
     assert "Decision rule: Δ = mean(treatment) − mean(baseline)" in text
+    assert "Holm–Bonferroni" in text and "Wording: the project brief's wording" in text
 
 
 @pytest.mark.parametrize(
@@ -384,6 +290,15 @@ def test_packaged_claims_load_and_each_is_evaluated() -> None:
             "one of all, majority; got 'several'",
         ),
         ("settings: {alpha: 0.7}\nclaims: []\n", "settings.alpha must be in (0, 0.5)"),
+        (
+            "settings: {bootstrap_resamples: 100}\nclaims: []\n",
+            "unknown key(s) ['bootstrap_resamples']; allowed keys: confidence, alpha, power",
+        ),
+        (
+            "claims: [{id: a, statement: s, source: s, treatment: p_tuning_v2, baselines: "
+            "full_finetune, lower: 1, wording: paper}]\n",
+            "unknown wording 'paper'; valid: brief, source",
+        ),
         (
             "claims: [{id: a, statement: s, source: s, treatment: p_tuning_v2, baselines: "
             "full_finetune, lower: two}]\n",

@@ -157,7 +157,10 @@ def test_dry_run_of_glue_needs_no_network(capsys) -> None:
         == 0
     )
     out = capsys.readouterr().out
-    assert "80 runs planned, 0 already done; 80 to run" in out  # 8 tasks x 5 methods x 2
+    from methods import method_names
+
+    total = 8 * len(method_names(include_comparison=False)) * 2  # 8 tasks x methods x 2 seeds
+    assert f"{total} runs planned, 0 already done; {total} to run" in out
 
 
 # --- resumable sweeps ------------------------------------------------------------------------
@@ -546,6 +549,24 @@ def test_gpu_time_estimate_follows_its_formula(tiny_bert_dir, tiny_data_dir) -> 
     # 100 drawn, 10 carved for selection: 90 / 8 -> 12 steps per epoch; rte eval 277 examples.
     steps, length = 2 * 12, 32
     flops = steps * 8 * length * 6 * n + (10 * 2 + 277) * length * 2 * n
-    run = type(run)(**{**run.__dict__, "task": "rte"})
+    run = type(run)(**{**run.__dict__, "task": "rte", "data_dir": None})  # Hub: the table
     assert estimate_run(run, n).gpu_seconds == pytest.approx(flops / (PEAK_FLOPS * UTILIZATION))
     assert estimate_run(run, None).gpu_seconds is None
+
+
+def test_estimate_counts_local_rows_once(tiny_bert_dir, tiny_data_dir, monkeypatch) -> None:
+    """A task read from --data-dir is sized from its own files (tiny SST-2: 120 train, 40 dev
+    rows), and the count is cached on disk: a second process does not parse the files."""
+    from bench import estimate
+
+    (run,) = _plan(tiny_bert_dir, tiny_data_dir, epochs=1, batch_size=8)
+    estimate.dataset_sizes.cache_clear()
+    assert estimate.dataset_sizes("sst2", str(tiny_data_dir)) == (120, 40)
+    estimate.dataset_sizes.cache_clear()
+
+    def no_parsing(*args, **kwargs):
+        raise AssertionError("parsed again instead of reading the cached sizes")
+
+    monkeypatch.setattr("bench.data.load_task", no_parsing)
+    assert estimate.dataset_sizes("sst2", str(tiny_data_dir)) == (120, 40)
+    assert estimate.estimate_run(run, 1e6).gpu_seconds is not None

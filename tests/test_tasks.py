@@ -80,15 +80,16 @@ def sst2_mapping() -> dict[str, Any]:
 
 
 def test_registry_has_the_twenty_tasks() -> None:
+    # supersets: a task YAML dropped into tasks/ must not break this test
     ner = ["conll04", "conll2003", "ontonotes"]
     superglue = ["boolq", "cb", "copa", "multirc", "record", "superglue_rte", "wic", "wsc"]
-    assert task_names() == sorted([*GLUE_TASKS, *ner, *superglue])
-    assert task_names("glue") == GLUE_TASKS
-    assert task_names("ner") == ner
-    assert task_names("superglue") == superglue
-    assert tasks.suite_names() == ["glue", "ner", "superglue"]
+    assert set(task_names()) >= {*GLUE_TASKS, *ner, *superglue}
+    assert set(task_names("glue")) >= set(GLUE_TASKS)
+    assert set(task_names("ner")) >= set(ner)
+    assert set(task_names("superglue")) >= set(superglue)
+    assert set(tasks.suite_names()) >= {"glue", "ner", "superglue"}
     yaml_files = sorted(TASKS_DIR.rglob("*.yaml"))
-    assert len(yaml_files) == 20
+    assert len(yaml_files) == len(task_names()) >= 20
     for path in yaml_files:
         spec = load_spec_file(path)
         assert spec == get_task(path.stem)
@@ -201,7 +202,7 @@ DELETE = object()
     ("dotted", "value", "expected"),
     [
         ("kind", "clasification", "did you mean 'classification'"),
-        ("suite", "superglu", "unknown suite 'superglu'; did you mean 'superglue'"),
+        ("suite", "Super GLUE", "suite must be lower-case letters"),
         ("metrics", ["acc"], "unknown metric 'acc'; did you mean 'accuracy'"),
         ("metrics", ["pearson"], "metric 'pearson' does not apply to a classification task"),
         ("primary_metric", "matthews_correlation", "primary_metric: unknown metric result"),

@@ -2,7 +2,9 @@
 and the numbers the verdict is decided with (:class:`ClaimSpec`, :class:`Settings`).
 
 A claim says that the treatment methods beat each baseline method by a difference Δ inside an
-interval (``lower``, ``upper``) in points, on enough tasks (``min_tasks``). How a verdict is
+interval (``lower``, ``upper``) in points, on enough tasks (``min_tasks``). It says whose words
+its ``statement`` is (``wording``: the project brief's or the source's) and quotes the source
+(``quote``). How a verdict is
 decided from the runs is :mod:`bench.report.verdicts`; :meth:`ClaimSpec.rule` writes the rule
 out in words, with the claim's numbers, for the report.
 """
@@ -19,10 +21,12 @@ from bench.errors import UserError
 
 DEFAULT_CLAIMS = Path(__file__).with_name("claims.yaml")
 TOP_KEYS = ("settings", "claims")
-SETTING_KEYS = ("confidence", "alpha", "bootstrap_resamples", "bootstrap_seed", "min_seeds")
+SETTING_KEYS = ("confidence", "alpha", "power", "min_seeds")
 CLAIM_KEYS = (
     "id",
     "statement",
+    "wording",
+    "quote",
     "source",
     "treatment",
     "baselines",
@@ -33,16 +37,27 @@ CLAIM_KEYS = (
     "min_tasks",
 )
 MIN_TASKS_WORDS = ("all", "majority")
+WORDINGS = {
+    "brief": "the project brief's wording of the claim",
+    "source": "the claim as its source states it",
+}
+"""Whose words a claim's ``statement`` is."""
 
 
 @dataclass(frozen=True)
 class Settings:
     """How comparisons are tested; the same for every claim of a file."""
 
-    confidence: float = field(default=0.95, metadata={"help": "Level of the bootstrap CI."})
-    alpha: float = field(default=0.05, metadata={"help": "Level of Welch's one-sided tests."})
-    bootstrap_resamples: int = field(default=10_000, metadata={"help": "Bootstrap resamples."})
-    bootstrap_seed: int = field(default=0, metadata={"help": "Seed of numpy's default_rng."})
+    confidence: float = field(
+        default=0.95, metadata={"help": "Level of the two-sided Welch t-interval of Δ shown."}
+    )
+    alpha: float = field(
+        default=0.05,
+        metadata={"help": "Family-wise level of the Holm-adjusted one-sided Welch tests."},
+    )
+    power: float = field(
+        default=0.8, metadata={"help": "Power of the minimum detectable difference shown."}
+    )
     min_seeds: int = field(default=3, metadata={"help": "Fewest ok seeds per side to decide."})
 
     def __post_init__(self) -> None:
@@ -50,12 +65,8 @@ class Settings:
             raise UserError(f"settings.confidence must be in [0.5, 1), got {self.confidence!r}")
         if not 0 < self.alpha < 0.5:
             raise UserError(f"settings.alpha must be in (0, 0.5), got {self.alpha!r}")
-        if self.bootstrap_resamples < 100:
-            raise UserError(
-                f"settings.bootstrap_resamples must be >= 100, got {self.bootstrap_resamples!r}"
-            )
-        if self.bootstrap_seed < 0:
-            raise UserError(f"settings.bootstrap_seed must be >= 0, got {self.bootstrap_seed!r}")
+        if not 0.5 <= self.power < 1:
+            raise UserError(f"settings.power must be in [0.5, 1), got {self.power!r}")
         if self.min_seeds < 2:
             raise UserError(f"settings.min_seeds must be >= 2 got {self.min_seeds!r}")
 
@@ -75,6 +86,8 @@ class ClaimSpec:
     suite: str | None = None
     tasks: tuple[str, ...] = ()
     min_tasks: int | str = "all"
+    wording: str = field(default="source", metadata={"help": "Whose words: one of WORDINGS."})
+    quote: str = field(default="", metadata={"help": "The source's own words, verbatim."})
 
     def __post_init__(self) -> None:
         from bench.errors import unknown_name_error
@@ -86,6 +99,10 @@ class ClaimSpec:
             raise UserError(f"claim id must be letters, digits, '_' or '-', got {self.id!r}")
         if not self.statement.strip():
             raise UserError(f"{where}: 'statement' is empty")
+        if self.wording not in WORDINGS:
+            raise UserError(
+                f"{where}: unknown wording {self.wording!r}; valid: {', '.join(WORDINGS)}"
+            )
         for name, methods in (("treatment", self.treatment), ("baselines", self.baselines)):
             if not methods:
                 raise UserError(f"{where}: '{name}' lists no method")
@@ -116,7 +133,12 @@ class ClaimSpec:
             )
 
     def covers(self, task: str, suite: str) -> bool:
-        """Whether ``task`` (of ``suite``) is one of the claim's tasks."""
+        """Whether ``task`` (of ``suite``) is one of the claim's tasks. A task whose file says
+        ``claims: false`` is never counted."""
+        from tasks import get_task, task_names
+
+        if task in task_names() and not get_task(task).claims:
+            return False
         if self.tasks:
             return task in self.tasks
         return self.suite is None or suite == self.suite
@@ -144,32 +166,52 @@ class ClaimSpec:
             else "every task that was run"
         )
         need = {
-            "all": "every task run supports it",
-            "majority": "a majority of the tasks run support it",
-        }.get(str(self.min_tasks), f"at least {self.min_tasks} of the tasks run support it")
-        bounds = f"Δ ≤ {self.lower:g}" + (
-            f" and Δ ≥ {self.upper:g}" if self.upper is not None else ""
-        )
-        beyond = f"below {self.lower:g}" + (
-            f" or wholly above {self.upper:g}" if self.upper is not None else ""
-        )
+            "all": "every remaining task supports it",
+            "majority": "a majority of the remaining tasks support it",
+        }.get(str(self.min_tasks), f"at least {self.min_tasks} of the remaining tasks support it")
+        a = f"{settings.alpha:g}"
+        if self.upper is None:
+            support = f"H0: Δ ≤ {self.lower:g}"
+            against = f"H0: Δ ≥ {self.lower:g}"
+        else:
+            support = (
+                f"both H0: Δ ≤ {self.lower:g} and H0: Δ ≥ {self.upper:g} (the larger of the "
+                f"two p-values counts)"
+            )
+            against = (
+                f"H0: Δ ≥ {self.lower:g} or H0: Δ ≤ {self.upper:g} (twice the smaller p-value, "
+                f"Bonferroni over the two ways)"
+            )
         return (
             f"Δ = mean(treatment) − mean(baseline) over seeds, in points (×100) of each task's "
             f"primary metric on its reported split, for every pair of a treatment "
             f"({', '.join(self.treatment)}) and a baseline ({', '.join(self.baselines)}), on "
-            f"each backbone separately, over {scope}. A task supports the claim when the "
-            f"{settings.confidence:.0%} bootstrap CI of Δ ({settings.bootstrap_resamples} "
-            f"resamples of the seeds within each method, numpy default_rng"
-            f"({settings.bootstrap_seed})) lies wholly inside {self.interval()} and Welch's "
-            f"one-sided t-test (unequal variances) rejects {bounds} at α = {settings.alpha:g}. "
-            f"It contradicts the claim when the CI lies wholly {beyond} and Welch's test rejects "
-            f"the opposite side at the same α. Otherwise it is inconclusive: fewer than "
-            f"{settings.min_seeds} ok seeds on a side, a CI that straddles a bound, or a test "
-            f"that is not significant. A pair supports the claim when {need}; it contradicts "
-            f"the claim when the supporting and inconclusive tasks together are fewer than "
-            f"required; otherwise, or when fewer tasks were run than required, it is "
-            f"inconclusive. The claim is supported on a backbone when every pair supports it, "
-            f"contradicted when any pair contradicts it, and inconclusive otherwise."
+            f"each backbone separately, over {scope}. "
+            f"Left out: a task where either method's cell is not learned (every ok run at the "
+            f"level of a constant prediction: accuracy at or below the majority-class rate of "
+            f"the reported split, Matthews correlation 0 or undefined, Pearson/Spearman "
+            f"undefined, F1 0); it counts neither for nor against the claim and is listed. "
+            f"Each remaining comparison is a Welch one-sided t-test (unequal variances, "
+            f"Welch–Satterthwaite degrees of freedom): it supports the claim when it rejects "
+            f"{support}, and contradicts it when it rejects {against}. "
+            f"The family is every remaining (pair, task) comparison of the claim on the "
+            f"backbone; Holm–Bonferroni adjusts the support p-values over the family, and "
+            f"separately the contradiction p-values, and a test rejects when its adjusted "
+            f"p-value is below α = {a}, so that in each direction the chance of any false "
+            f"rejection in the family is at most {a}. A comparison with fewer than "
+            f"{settings.min_seeds} ok seeds on a side, or with zero variance on both sides, "
+            f"cannot be tested: it stays in the family with p = 1 and is inconclusive. "
+            f"A pair supports the claim when {need}; it contradicts the claim when the "
+            f"supporting and inconclusive tasks together are fewer than that; otherwise, or "
+            f"when too few tasks remain, it is inconclusive. The claim is supported on a "
+            f"backbone when every pair supports it, contradicted when any pair contradicts it, "
+            f"and inconclusive otherwise. No verdict is issued from runs trained at a budget "
+            f"marked smoke. Shown with each comparison: the two-sided "
+            f"{settings.confidence:.0%} Welch t-interval of Δ, and the minimum detectable "
+            f"distance of Δ from the bound (the distance the one-sided test at α/m, m the "
+            f"family size, detects with power {settings.power:g} at the observed seed "
+            f"variances; noncentral t) with the seeds per side that would detect the observed "
+            f"distance."
         )
 
 
@@ -213,7 +255,7 @@ def _mapping(data: Any, where: str, allowed: Sequence[str]) -> dict[str, Any]:
 def _settings(data: dict[str, Any]) -> Settings:
     values = {}
     for key, value in data.items():
-        expected = float if key in ("confidence", "alpha") else int
+        expected = float if key in ("confidence", "alpha", "power") else int
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise UserError(f"settings.{key} must be a number, got {value!r}")
         if expected is int and not float(value).is_integer():
@@ -241,6 +283,8 @@ def _claim(entry: Any, where: str) -> ClaimSpec:
         suite=None if data.get("suite") is None else _text(data["suite"], where, "suite"),
         tasks=_names(data.get("tasks") or [], where, "tasks"),
         min_tasks=data.get("min_tasks", "all"),
+        wording=_text(data.get("wording", "source"), where, "wording"),
+        quote=_text(data.get("quote", ""), where, "quote").strip(),
     )
 
 

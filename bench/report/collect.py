@@ -10,6 +10,10 @@ method with different configurations (say ``injection=kv`` and ``injection=hidde
 differ only from task to task (a per-task learning rate) do not split a row; the footnote lists
 them instead.
 
+Each row also says whether the run scored at chance (:mod:`bench.report.learned`: ``at_chance``
+True, False or None when the record cannot tell, ``chance_levels``) and the budget it was
+trained at (:mod:`bench.report.budget`: ``budget``, ``run_suite``, ``budget_inferred``).
+
 Searches (:mod:`bench.search`): where ``RESULTS/searches/`` holds search records, the runs of a
 search count only as its winner's final runs; every other search run is set aside (listed in
 :attr:`Collection.set_aside`, shown by the search report), so tables, plots and claims compare
@@ -73,6 +77,11 @@ COLUMNS = (
     "finished_at",
     "error",
     "metrics",
+    "at_chance",
+    "budget",
+    "run_suite",
+    "budget_inferred",
+    "chance_levels",
 )
 
 
@@ -211,8 +220,12 @@ def score_of(record: dict[str, Any], split: str, metric: str) -> float:
 
 
 def _row(record: dict[str, Any], suites: dict[str, str]) -> dict[str, Any]:
+    from bench.report.budget import run_budget
+    from bench.report.learned import at_chance, levels_kind
+
     split, metric = headline(record)
     ok = record["status"] == STATUS_OK
+    budget = run_budget(record)
     params = (record.get("params") or {}) if ok else {}
     config = record.get("config") or {}
     error = record.get("error") or {}
@@ -243,6 +256,11 @@ def _row(record: dict[str, Any], suites: dict[str, str]) -> dict[str, Any]:
         if error
         else "",
         "metrics": json.dumps(record.get("metrics") or {} if ok else {}, sort_keys=True),
+        "at_chance": at_chance(record, split, metric) if ok else None,
+        "budget": budget.budget,
+        "run_suite": budget.suite,
+        "budget_inferred": budget.inferred,
+        "chance_levels": levels_kind(record, split),
     }
 
 
@@ -265,7 +283,7 @@ def row_labels(frame: pd.DataFrame) -> list[str]:
     labels = [""] * len(frame)
     positions = {index: i for i, index in enumerate(frame.index)}
     for (_, method), group in frame.groupby(["backbone", "method"], sort=True):
-        keys = _variant_keys(group)
+        keys = sorted(set(_variant_keys(group)) | set(_choice_keys(str(method), group)))
         for index, config in zip(group.index, group["config"], strict=True):
             flat = json.loads(config)
             # a non-default profile (``official``) always shows, even without a variant to tell
@@ -289,6 +307,26 @@ def _variant_keys(group: pd.DataFrame) -> list[str]:
             continue
         for key in set().union(*configs):
             if len({json.dumps(c.get(key), sort_keys=True) for c in configs}) > 1:
+                keys.add(key)
+    return sorted(keys)
+
+
+def _choice_keys(method: str, group: pd.DataFrame) -> list[str]:
+    """Method options that choose a variant (string-valued fields: injection, reparam, ...) and
+    differ from the method's default in some run: a run of ``p_tuning_v2`` with
+    ``injection=hidden`` is labelled so even when no other variant ran beside it."""
+    from bench.errors import UserError
+    from methods import get_method
+
+    try:
+        defaults = get_method(method).config_cls().to_dict()
+    except UserError:  # a record of a method that is no longer registered
+        return []
+    keys = set()
+    for config in set(group["config"]):
+        flat = json.loads(config)
+        for key, default in defaults.items():
+            if isinstance(default, str) and key in flat and flat[key] != default:
                 keys.add(key)
     return sorted(keys)
 

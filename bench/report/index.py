@@ -57,11 +57,9 @@ def build_index(
         "",
         "## Claim verdicts",
         "",
-        render.markdown_table(
-            ["claim", "backbone", "verdict", "statement"], verdicts.summary_rows(outcomes)
-        ),
+        render.markdown_table(verdicts.SUMMARY_HEADERS, verdicts.summary_rows(outcomes)),
         "",
-        "Decision rules, per-task deltas, bootstrap CIs and Welch's tests: "
+        "Decision rules, per-task deltas, Welch intervals, Holm-adjusted tests and power: "
         f"[claims.md](claims.md) · {_formats('tables/claims', ('csv',))}",
         "",
         "## Accuracy",
@@ -91,6 +89,7 @@ def build_index(
         if links.params
         else "No ok run, so no parameter counts."
     )
+    lines += _formula_mismatches(frame)
     lines += ["", "## Published numbers", ""]
     if links.published_files:
         lines += [
@@ -158,6 +157,23 @@ def _not_finished(frame: pd.DataFrame) -> list[str]:
     ]
     headers = ["backbone", "task", "method", "seed", "status", "key", "error"]
     return [*lines, render.markdown_table(headers, rows), ""]
+
+
+def _formula_mismatches(frame: pd.DataFrame) -> list[str]:
+    """The (backbone, method row, tasks) whose counted parameters differ from the method's
+    closed form (runs without a closed form are not listed)."""
+    ok = frame[(frame["status"] == collect.STATUS_OK) & (frame["matches"] == False)]  # noqa: E712
+    if ok.empty:
+        return []
+    groups: dict[tuple[str, str, str, str], list[str]] = {}
+    for r in ok.itertuples():
+        key = (str(r.backbone), str(r.row), str(r.formula), render.count(r.stored))
+        if str(r.task) not in groups.setdefault(key, []):
+            groups[key].append(str(r.task))
+    rows = [[b, m, ", ".join(t), f, s] for (b, m, f, s), t in groups.items()]
+    headers = ["backbone", "method", "tasks", "closed form", "counted (stored)"]
+    return ["", "### Counts that differ from their closed form", "",
+            render.markdown_table(headers, rows)]  # fmt: skip
 
 
 def _one_line(text: str) -> str:

@@ -5,7 +5,9 @@ on the headline split, ×100) plus the average. A cell is ``mean ± std (n)`` ov
 sample standard deviation (ddof=1). Runs that failed, diverged, timed out or never ran are
 counted in the cell itself, never dropped: ``78.1 ± 0.4 (2/3, 1 failed)``, ``failed (3/3)``, or
 ``—`` when the method never ran on the task. The best value of a column is bold and the second
-underlined, ranked on the printed (rounded) mean so that what looks tied is tied.
+underlined, ranked on the printed (rounded) mean so that what looks tied is tied. A cell whose
+every ok run sits at the level of a constant prediction (:mod:`bench.report.learned`) is marked
+``not learned`` and left out of that ranking.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from bench.report import collect, render
+from bench.report import collect, learned, render
+from bench.report.budget import budget_texts
 from bench.report.stats import Summary, summarize
 
 if TYPE_CHECKING:
@@ -47,6 +50,7 @@ class Cell:
     planned: int
     not_ok: tuple[tuple[str, int], ...] = ()
     missing: int = 0
+    not_learned: bool = False
 
     @property
     def has_value(self) -> bool:
@@ -54,6 +58,11 @@ class Cell:
 
     @property
     def text(self) -> str:
+        text = self._counts_text
+        return f"{text} not learned" if self.not_learned else text
+
+    @property
+    def _counts_text(self) -> str:
         n = self.summary.n
         details = [f"{c} {s}" for s, c in self.not_ok] + (
             [f"{self.missing} missing"] if self.missing else []
@@ -135,7 +144,9 @@ def _cell(runs: pd.DataFrame, row: str, task: str) -> Cell:
     if unscored:
         not_ok.append(("without score", unscored))
     missing = len(set(planned) - {int(s) for s in mine["seed"]})
-    return Cell(summarize(scores), len(planned), tuple(not_ok), missing)
+    chance = list(ok["at_chance"])
+    not_learned = bool(chance) and all(v is not None and v == v and bool(v) for v in chance)
+    return Cell(summarize(scores), len(planned), tuple(not_ok), missing, not_learned)
 
 
 def _average(cells: list[Cell]) -> float | None:
@@ -172,7 +183,7 @@ def _with_marks(table: AccuracyTable) -> AccuracyTable:
                 value = table.averages[row]
             else:
                 cell = table.cells[(row, column)]
-                value = cell.summary.mean if cell.has_value else None
+                value = cell.summary.mean if cell.has_value and not cell.not_learned else None
             if value is not None:
                 printed[row] = float(render.points(value))
         ranked = sorted(set(printed.values()), reverse=True)
@@ -196,7 +207,9 @@ def footnote(frame: pd.DataFrame, backbone: str) -> list[str]:
         "reported split, ×100, and the number of ok runs. (n/N, …): of the N seeds run for the "
         "task on this backbone (by any method), n are ok; the rest failed, diverged, timed out "
         "or never ran (missing). — : never run. Best per column in bold, second underlined, "
-        "ranked on the printed mean.",
+        "ranked on the printed mean. not learned: every ok run at the level of a constant "
+        "prediction (accuracy at or below the majority-class rate of the split, MCC 0 or "
+        "undefined, Pearson/Spearman undefined, F1 0); left out of the ranking and of claims.",
         f"{AVERAGE}: unweighted mean of the task means, shown only when every task has an ok "
         "run. Method labels give trainable parameters as a share of the backbone's.",
         "Selection: "
@@ -205,6 +218,7 @@ def footnote(frame: pd.DataFrame, backbone: str) -> list[str]:
         "Reported: "
         + "; ".join(f"{t} {_split_metric(runs, t)[0]} ({_split_metric(runs, t)[1]})" for t in tasks)
         + ".",
+        *_marker_notes(runs),
         "Budget: " + "; ".join(_budget(runs, rows, tasks, f) for f in BUDGET_FIELDS) + ".",
     ]
     lines += _identity_notes(runs, tasks)
@@ -233,6 +247,34 @@ def _budget(runs: pd.DataFrame, rows: list[str], tasks: list[str], spec: tuple) 
         else:
             parts.append(f"{row} (" + ", ".join(f"{t} {v}" for t, v in per_task) + ")")
     return f"{name}: " + ", ".join(parts)
+
+
+def _marker_notes(runs: pd.DataFrame) -> list[str]:
+    """The suites' budget markers, and how many records could not say what chance is."""
+    ok = runs[runs["status"] == collect.STATUS_OK]
+    markers = budget_texts(ok)
+    notes = [f"Budget marker: {'; '.join(markers)}."] if markers else []
+    kinds = list(ok["chance_levels"])
+    none, majority = kinds.count(learned.NONE), kinds.count(learned.MAJORITY_ONLY)
+    unknown = int(sum(v is None for v in ok["at_chance"]))
+    if majority:
+        notes.append(
+            f"Chance levels: {majority} of {len(ok)} ok record(s) predate the recorded chance "
+            f"levels and carry only the majority rate of their split, added afterwards from the "
+            f"data files; whether their predictions were constant is unknown."
+        )
+    if none:
+        cannot = (
+            f"; {unknown} of them (an accuracy without a binary F1 beside it) cannot be judged "
+            f"and count as learned"
+            if unknown
+            else ""
+        )
+        notes.append(
+            f"Chance levels: {none} of {len(ok)} ok record(s) carry none and are judged from "
+            f"their metrics alone{cannot}."
+        )
+    return notes
 
 
 def _identity_notes(runs: pd.DataFrame, tasks: list[str]) -> list[str]:
@@ -314,6 +356,7 @@ def to_frame(table: AccuracyTable) -> pd.DataFrame:
                     **{f"n_{s}": counts.get(s, 0) for s in collect.NOT_OK_ORDER},
                     "n_missing": cell.missing,
                     "mark": table.marks.get((row, task), ""),
+                    "not_learned": cell.not_learned,
                     "cell": cell.text,
                 }
             )
