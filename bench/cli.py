@@ -610,6 +610,7 @@ def command_run(args: argparse.Namespace) -> int:
     impossible = pair_problems(selection.to_run)
     if args.dry_run:
         from bench.estimate import ASSUMPTION, CPU_ASSUMPTION, estimate_plan
+        from bench.plan_sources import applied, describe
         from bench.runner import check_data, check_weight_files
 
         checks = check_data(plan, hub=False)  # the data files, as a run would load them
@@ -631,11 +632,14 @@ def command_run(args: argparse.Namespace) -> int:
                 ("fail" if r.key in impossible else "run") if r.key in chosen else "skip",
                 "?" if e.gpu_seconds is None else f"{e.gpu_seconds / 60:.1f}",
                 "?" if e.cpu_seconds is None else f"{e.cpu_seconds / 60:.1f}",
+                ",".join(map(str, applied(suite, r))) or "-",
             )
             for i, (r, e) in enumerate(zip(plan, estimates, strict=True))
         ]
         headers = ["#", "key", "stage", "task", "method", "seed", "backbone", "status", "action"]
-        print(tabulate(rows, headers=[*headers, "GPU-min", "CPU-min"]))
+        print(tabulate(rows, headers=[*headers, "GPU-min", "CPU-min", "settings"]))
+        if suite.settings or suite.exclude:
+            print(f"\n{describe(suite, plan, estimates)}")
         waiting = describe_searches(sweep.states(output))
         if waiting:
             print("\n" + waiting)

@@ -38,17 +38,22 @@ def cache_dir() -> Path:
     return Path(os.environ.get("PEFT_BENCH_CACHE", Path.home() / ".cache" / "peft-bench"))
 
 
-def data_identity(spec: TaskSpec, data_dir: str | None) -> str:
+def data_identity(spec: TaskSpec, data_dir: str | None, missing_ok: bool = False) -> str:
     """A content identity of a task's data, computed without parsing (for run keys).
 
     Local data: sha256 of the raw files (a missing file is a UserError naming its path).
-    Hub data: the dataset id, config and revision.
+    Hub data: the dataset id, config and revision. A task without a Hub source and no
+    ``data_dir`` is a UserError, unless ``missing_ok`` (a suite's own task, e.g. OntoNotes in
+    paper-ptv2): then its key names the missing data, so that a dry run can plan the suite, and
+    loading it (preflight, before any run) is the UserError.
     """
     from tasks.loaders import local_files
 
     if data_dir is None:
         hub = spec.hub
         if hub is None:
+            if missing_ok:
+                return f"missing:{spec.name} has no Hub source; pass --data-dir"
             raise UserError(
                 f"task '{spec.name}' has no 'hub' source and no --data-dir was given: pass "
                 f"--data-dir DIR holding its local files ({spec.local.subdir}/...)"

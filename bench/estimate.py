@@ -46,8 +46,8 @@ DATASET_SIZES: dict[str, tuple[int, int]] = {
     "wnli": (635, 71),
     "conll2003": (14041, 6703),
     # Counted by the local parsers on ../shared/data (rows as trained: MultiRC one per answer
-    # option; COPA per example, each running 2 sequences); BoolQ's train size is the commonly
-    # cited 9,427 (its train file is Hub-only, not re-checked). ReCoRD (rows per candidate
+    # option; COPA per example, each running 2 sequences); BoolQ's train size is the TFDS
+    # super_glue/boolq catalog's 9,427 (its train file is Hub-only). ReCoRD (rows per candidate
     # entity) and OntoNotes (user-supplied) are not counted here, so their estimate is unknown.
     "boolq": (9427, 3270),
     "cb": (250, 56),
@@ -58,6 +58,9 @@ DATASET_SIZES: dict[str, tuple[int, int]] = {
     "multirc": (27243, 4848),
     "conll04": (922, 519),
 }
+
+#: Sequences the model reads per example: a multiple-choice example is one sequence per choice.
+SEQUENCES_PER_EXAMPLE: dict[str, int] = {"copa": 2}
 
 #: Approximate parameter counts of the short-named Hub backbones (commonly cited, rounded; not
 #: re-counted here), used only when the weights are not on this machine. Local weights are
@@ -161,12 +164,14 @@ def estimate_run(run: RunSpec, parameters: float | None) -> Estimate:
     steps = cfg.epochs * math.ceil(trained / cfg.batch_size)
     length = cfg.max_length or spec.max_length
     per_token = 6 * parameters if run.method == "full_finetune" else 4 * parameters
-    train_flops = steps * cfg.batch_size * length * per_token
+    sequences = SEQUENCES_PER_EXAMPLE.get(run.task, 1)
+    train_flops = steps * cfg.batch_size * sequences * length * per_token
     evaluated = selection * cfg.epochs + min(sizes[1], cfg.max_eval_samples or sizes[1])
-    eval_flops = evaluated * length * 2 * parameters
+    eval_flops = evaluated * sequences * length * 2 * parameters
     scale = parameters / CPU_REFERENCE_PARAMETERS
     rate = CPU_TRAIN_TOKENS_PER_S["full_finetune" if run.method == "full_finetune" else "frozen"]
-    train_tokens, eval_tokens = steps * cfg.batch_size * length, evaluated * length
+    train_tokens = steps * cfg.batch_size * sequences * length
+    eval_tokens = evaluated * sequences * length
     cpu = scale * (train_tokens / rate + eval_tokens / CPU_EVAL_TOKENS_PER_S)
     return Estimate((train_flops + eval_flops) / (PEAK_FLOPS * UTILIZATION), cpu)
 

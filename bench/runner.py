@@ -1,8 +1,9 @@
 """Planning: methods × tasks × seeds × backbones → one resolved RunSpec per run.
 
 Each run's configuration is layered: method defaults, then the suite's settings that match its
-(task, method) in file order, then the grid point of a search (:func:`build_sweep`), then
-command-line flags; its selection protocol is resolved per task (:mod:`bench.protocols`).
+(task, method, backbone) in file order, then the grid point of a search (:func:`build_sweep`),
+then command-line flags; its selection protocol is resolved per task (:mod:`bench.protocols`).
+Cells (backbone, task, method) the suite excludes are not planned.
 Execution lives in :mod:`bench.sweep` (driver), :mod:`bench.executors` and :mod:`bench.worker`.
 """
 
@@ -70,6 +71,8 @@ def build_plan(request: PlanRequest) -> list[RunSpec]:
     for ref in context.refs:
         for spec in context.specs:
             for cls in context.method_classes:
+                if context.excluded(ref, spec, cls):
+                    continue
                 for seed in request.seeds:
                     plan.append(context.run(ref, spec, cls, seed, {}, where=""))
     return plan
@@ -115,8 +118,20 @@ class _Context:
             specs=specs,
             method_classes=method_classes,
             refs=[resolve_backbone(name) for name in _unique(request.backbones)],
-            identities={spec.name: data_identity(spec, request.data_dir) for spec in specs},
+            identities={
+                spec.name: data_identity(
+                    spec,
+                    request.data_dir,
+                    missing_ok=request.suite is not None and spec.name in request.suite.tasks,
+                )
+                for spec in specs
+            },
         )
+
+    def excluded(self, ref: Any, spec: Any, cls: Any) -> bool:
+        """Whether the suite leaves this (backbone, task, method) cell out of the plan."""
+        suite = self.request.suite
+        return bool(suite and suite.excluded(spec.name, cls.name, ref.name))
 
     def run(self, ref: Any, spec: Any, cls: Any, seed: int, point: dict[str, Any], where: str):
         """One RunSpec: method defaults < suite settings < grid ``point`` < command line."""
@@ -127,7 +142,7 @@ class _Context:
 
         request = self.request
         suite_train, suite_method = (
-            request.suite.overrides(spec.name, cls.name) if request.suite else ({}, {})
+            request.suite.overrides(spec.name, cls.name, ref.name) if request.suite else ({}, {})
         )
         train_keys = {f.name for f in dataclasses.fields(TrainConfig)}
         point_train = {k: v for k, v in point.items() if k in train_keys}
@@ -235,6 +250,8 @@ def build_sweep(request: PlanRequest) -> SweepPlan:
     for ref in context.refs:
         for spec in context.specs:
             for cls in context.method_classes:
+                if context.excluded(ref, spec, cls):
+                    continue
                 search = request.suite.search_for(spec.name, cls.name) if request.suite else None
                 if search is None:
                     plain += [context.run(ref, spec, cls, s, {}, "") for s in request.seeds]

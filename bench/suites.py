@@ -16,8 +16,13 @@ file is a mapping with these keys (only ``tasks`` is required)::
       - source: "where these values come from (paper, script, measurement)"
         tasks: [rte]              # optional: restrict to these tasks
         methods: [p_tuning_v2]    # optional: restrict to these methods
+        backbones: [roberta-large]  # optional: restrict to these backbones (Hub ids match too)
         train: {epochs: 5}        # TrainConfig overrides
         method: {lr: 1.0e-2}      # method config overrides
+    exclude:                      # task × method × backbone cells not to plan, with the reason
+      - reason: "no official script for this backbone"
+        tasks: [conll2003]        # each key optional; an entry matches where all its keys do
+        backbones: [bert-large-cased]
     search:                       # hyperparameter search per (task, method); docs/search.md
       - source: "where the grid comes from"
         tasks: [rte]              # optional: restrict to these tasks (same matching as settings)
@@ -61,6 +66,7 @@ SUITE_KEYS = (
     "backbones",
     "train",
     "settings",
+    "exclude",
     "search",
     "budget",
 )
@@ -70,7 +76,42 @@ BUDGETS = {
     "full": "the budget the suite's protocol calls for: claim verdicts are issued",
 }
 """A suite's optional budget marker and what it means (a suite without one: not marked)."""
-SETTING_KEYS = ("source", "tasks", "methods", "train", "method")
+SETTING_KEYS = ("source", "tasks", "methods", "backbones", "train", "method")
+EXCLUDE_KEYS = ("reason", "tasks", "methods", "backbones")
+
+
+def same_backbone(a: str, b: str) -> bool:
+    """Short names and Hub ids of one checkpoint compare equal (``roberta-large`` is
+    ``FacebookAI/roberta-large``), and a local directory is the checkpoint it is named after
+    (``/models/roberta-large`` is ``roberta-large``)."""
+    from bench.backbones import HUB_ALIASES
+
+    def names(backbone: str) -> set[str]:
+        out = {HUB_ALIASES.get(backbone, backbone)}
+        if Path(backbone).expanduser().is_dir():
+            base = Path(backbone).expanduser().resolve().name
+            out.add(HUB_ALIASES.get(base, base))
+        return out
+
+    return bool(names(a) & names(b))
+
+
+def _scope_matches(
+    scope: tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]],
+    task: str,
+    method: str,
+    backbone: str | None,
+) -> bool:
+    """Whether (task, method, backbone) lies in a (tasks, methods, backbones) scope; an empty
+    tuple means all, and ``backbone=None`` ignores the backbone filter."""
+    tasks, methods, backbones = scope
+    return (
+        (not tasks or task in tasks)
+        and (not methods or method in methods)
+        and (
+            backbone is None or not backbones or any(same_backbone(backbone, b) for b in backbones)
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -82,11 +123,26 @@ class Setting:
     methods: tuple[str, ...] = field(default=(), metadata={"help": "Methods it applies to (all)."})
     train: dict[str, Any] = field(default_factory=dict, metadata={"help": "TrainConfig keys."})
     method: dict[str, Any] = field(default_factory=dict, metadata={"help": "Method config keys."})
+    backbones: tuple[str, ...] = field(
+        default=(), metadata={"help": "Backbones it applies to (all); Hub ids match short names."}
+    )
 
-    def applies(self, task: str, method: str) -> bool:
-        return (not self.tasks or task in self.tasks) and (
-            not self.methods or method in self.methods
-        )
+    def applies(self, task: str, method: str, backbone: str | None = None) -> bool:
+        return _scope_matches((self.tasks, self.methods, self.backbones), task, method, backbone)
+
+
+@dataclass(frozen=True)
+class Exclusion:
+    """Task × method × backbone cells a suite does not plan, and why (e.g. no official
+    script exists for that backbone)."""
+
+    reason: str = field(metadata={"help": "Why these cells are left out."})
+    tasks: tuple[str, ...] = field(default=(), metadata={"help": "Tasks it covers (all)."})
+    methods: tuple[str, ...] = field(default=(), metadata={"help": "Methods it covers (all)."})
+    backbones: tuple[str, ...] = field(default=(), metadata={"help": "Backbones it covers (all)."})
+
+    def covers(self, task: str, method: str, backbone: str) -> bool:
+        return _scope_matches((self.tasks, self.methods, self.backbones), task, method, backbone)
 
 
 @dataclass(frozen=True)
@@ -100,6 +156,7 @@ class Suite:
     seeds: tuple[int, ...] = ()
     backbones: tuple[str, ...] = ()
     settings: tuple[Setting, ...] = ()
+    exclude: tuple[Exclusion, ...] = ()
     search: tuple[SearchBlock, ...] = ()
     budget: str | None = field(
         default=None, metadata={"help": "Budget marker, one of BUDGETS; None: not marked."}
@@ -113,15 +170,24 @@ class Suite:
                 f"suite '{self.name}': unknown budget {self.budget!r}; valid: {', '.join(BUDGETS)}"
             )
 
-    def overrides(self, task: str, method: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    def overrides(
+        self, task: str, method: str, backbone: str | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         """The (train, method) overrides of one run: every matching setting, in file order."""
         train: dict[str, Any] = {}
         method_values: dict[str, Any] = {}
         for setting in self.settings:
-            if setting.applies(task, method):
+            if setting.applies(task, method, backbone):
                 train.update(setting.train)
                 method_values.update(setting.method)
         return train, method_values
+
+    def excluded(self, task: str, method: str, backbone: str) -> str | None:
+        """The reason this cell is left out of the plan, or None when it is planned."""
+        for exclusion in self.exclude:
+            if exclusion.covers(task, method, backbone):
+                return exclusion.reason
+        return None
 
     def search_for(self, task: str, method: str) -> Search | None:
         """The hyperparameter search of (task, method), or None when it has none."""
@@ -218,6 +284,7 @@ def _parse_setting(data: Any, where: str, suite_tasks: tuple[str, ...]) -> Setti
         source=source.strip(),
         tasks=tasks,
         methods=methods,
+        backbones=_names(data, "backbones", where),
         train=train,
         method=method_values,
     )
@@ -254,6 +321,29 @@ def _parse_search(data: Any, where: str, suite_tasks: tuple[str, ...]) -> Search
     return block
 
 
+def _parse_exclusion(data: Any, where: str, suite_tasks: tuple[str, ...]) -> Exclusion:
+    if not isinstance(data, dict):
+        raise UserError(f"{where} must be a mapping, got {data!r}")
+    _check_keys(data, EXCLUDE_KEYS, where)
+    reason = data.get("reason")
+    if not isinstance(reason, str) or not reason.strip():
+        raise UserError(f"{where}: 'reason' is required (why these runs are left out)")
+    tasks = _names(data, "tasks", where)
+    stray = [t for t in tasks if t not in suite_tasks]
+    if stray:
+        raise UserError(
+            f"{where}: task(s) {stray} are not in the suite's tasks {list(suite_tasks)}"
+        )
+    methods = _names(data, "methods", where)
+    _check_methods(methods, where)
+    return Exclusion(
+        reason=reason.strip(),
+        tasks=tasks,
+        methods=methods,
+        backbones=_names(data, "backbones", where),
+    )
+
+
 def _seeds(data: dict[str, Any], where: str) -> tuple[int, ...]:
     value = data.get("seeds", [])
     if not isinstance(value, list) or not all(
@@ -282,6 +372,12 @@ def parse_suite(data: Any, source: str) -> Suite:
     settings += [
         _parse_setting(item, f"{where} settings[{i}]", tasks) for i, item in enumerate(raw_settings)
     ]
+    raw_exclude = data.get("exclude", [])
+    if not isinstance(raw_exclude, list):
+        raise UserError(f"{where}: 'exclude' must be a list of mappings")
+    exclude = [
+        _parse_exclusion(item, f"{where} exclude[{i}]", tasks) for i, item in enumerate(raw_exclude)
+    ]
     raw_search = data.get("search", [])
     if not isinstance(raw_search, list):
         raise UserError(f"{where}: 'search' must be a list of mappings")
@@ -296,6 +392,7 @@ def parse_suite(data: Any, source: str) -> Suite:
         seeds=_seeds(data, where),
         backbones=_names(data, "backbones", where),
         settings=tuple(settings),
+        exclude=tuple(exclude),
         search=search,
         budget=None if data.get("budget") is None else str(data["budget"]),
     )

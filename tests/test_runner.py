@@ -115,7 +115,7 @@ def test_suite_settings_layer_per_task_and_method_and_cli_wins(
         ),
         (
             {"tasks": ["rte"], "settings": [{"source": "x", "lr": 2}]},
-            "allowed: ['method', 'methods', 'source', 'tasks', 'train']",
+            "allowed: ['backbones', 'method', 'methods', 'source', 'tasks', 'train']",
         ),
         ({"tasks": ["rte"], "seeds": [1, 1]}, "duplicate seed(s) [1]"),
         ({"tasks": ["rte"], "seeds": ["a"]}, "'seeds' must be a list of integers"),
@@ -530,8 +530,11 @@ def test_paper_suite_dry_run_shows_plan_sources_and_gpu_hours(capsys) -> None:
                for s in suite.settings)  # fmt: skip
     assert main(["run", "--suite", "paper-ptv2", "--dry-run", "--output", "/nonexistent"]) == 0
     out = capsys.readouterr().out
-    assert "12 runs planned" in out and "roberta-large" in out
+    # 15 official task × backbone cells (see test_paper_tables) × 3 methods × 3 seeds.
+    assert "135 runs planned" in out and "bert-large-uncased" in out
     assert "GPU-hours" in out and "A100-class" in out
+    assert "source: run_script/run_conll04_bert.sh (commit 2873f477): bs=32 (line 5)" in out
+    assert "Not planned (suite exclusions):" in out
 
 
 def test_gpu_time_estimate_follows_its_formula(tiny_bert_dir, tiny_data_dir) -> None:

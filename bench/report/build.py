@@ -7,6 +7,7 @@ Layout of ``OUT``::
     tables/accuracy_<backbone>.{md,tex,csv}
     tables/params.{md,tex,csv}
     tables/published.{md,csv}          published numbers next to ours
+    tables/paper.{md,tex,csv}          P-Tuning v2 paper layout (if a record is on its tasks)
     tables/claims.csv
     search.md, tables/search.csv       hyperparameter searches (when the results hold any)
     figures/search/<cell>.{png,pdf}    heatmap of each two-key grid
@@ -26,6 +27,7 @@ from bench.report import (
     claims,
     collect,
     index,
+    paper,
     params,
     plots,
     published,
@@ -124,6 +126,19 @@ def build_report(
             render.write_csv(out / "tables" / "published.csv", published.to_frame(lines)),
         ]
 
+    paper_table = paper.has_paper_tasks(frame)
+    if paper_table:
+        table = paper.build_paper_table(frame, references)
+        stem = out / "tables" / "paper"
+        written += [
+            render.write_text(
+                _with(stem, "md"),
+                f"# {paper.TITLE}\n\n{paper.to_markdown(table)}",
+            ),
+            render.write_text(_with(stem, "tex"), paper.to_latex(table)),
+            render.write_csv(_with(stem, "csv"), paper.to_frame(table)),
+        ]
+
     figure_links: dict[str, list[tuple[str, str]]] = {}
     for backbone in backbones if figures else []:
         folder = out / "figures" / slug(backbone)
@@ -142,6 +157,7 @@ def build_report(
         accuracy=accuracy_links,
         params=not counts.empty,
         published_files=tuple(dict.fromkeys(r.file for r in references)),
+        paper_table=paper_table,
         figures=figure_links,
         prompt_figures=tuple(f"figures/prompts/{p.stem}" for p in prompt_pngs),
         search=not search.empty,

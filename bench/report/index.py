@@ -28,6 +28,7 @@ class Links:
     accuracy: dict[str, tuple[str, str]] = field(default_factory=dict)  # backbone: (slug, body)
     params: bool = False
     published_files: tuple[str, ...] = ()
+    paper_table: bool = False  # tables/paper.{md,tex,csv} written
     figures: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # backbone: stems
     prompt_figures: tuple[str, ...] = ()
     search: bool = False  # search.md was written (the suite searched hyperparameters)
@@ -100,6 +101,13 @@ def build_index(
         ]
     else:
         lines += ["No published numbers were given (`--published`).", ""]
+    if links.paper_table:
+        lines += [
+            "The P-Tuning v2 paper's layout (SuperGLUE and NER tasks as columns, FT / PT / PT-2 "
+            f"per backbone, ours beside the published numbers): "
+            f"{_formats('tables/paper', ('md', 'tex', 'csv'))}",
+            "",
+        ]
     lines += ["## Figures", ""]
     if not links.figures and not links.prompt_figures:
         lines += ["No figures (no ok run, or `--no-figures`).", ""]
