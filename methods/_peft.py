@@ -42,3 +42,17 @@ def new_modules_to_save(backbone: nn.Module) -> list[str]:
         if module and not any(p.endswith(PEFT_HEAD_NAMES) for p in prefixes):
             modules.add(module)
     return sorted(modules)
+
+
+def set_peft_delta(model: Any, delta: dict[str, Any], name: str) -> Any:
+    """peft's own load path for an exported delta: its keys must be exactly the ones
+    ``get_peft_model_state_dict`` gives for ``model`` (a ValueError names the differences)."""
+    peft = load_peft()
+    expected = set(peft.get_peft_model_state_dict(model))
+    if set(delta) != expected:
+        raise ValueError(
+            f"delta does not match {name}: missing {sorted(expected - set(delta))[:5]}, "
+            f"unexpected {sorted(set(delta) - expected)[:5]}"
+        )
+    peft.set_peft_model_state_dict(model, delta)
+    return model

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from bench.errors import UserError
-from methods._peft import HEAD_COPY
+from methods._peft import HEAD_COPY, set_peft_delta
 from methods._peft import load_peft as _peft
 from methods._peft import new_modules_to_save as _new_modules_to_save
 from methods.base import AttachData, Method, MethodConfig, ParamCounts
@@ -232,16 +232,8 @@ class PeftRow(Method):
     def load(self, backbone: nn.Module, task: TaskSpec, delta: dict[str, Tensor]) -> nn.Module:
         """peft's own load path: ``inference_mode=True`` (stored prompt used as is), then
         ``set_peft_model_state_dict``. The delta's keys must match what export writes."""
-        peft = _peft()
         model = self._build(backbone, task, inference_mode=True)
-        expected = set(peft.get_peft_model_state_dict(model))
-        if set(delta) != expected:
-            raise ValueError(
-                f"delta does not match {self.name}: missing {sorted(expected - set(delta))}, "
-                f"unexpected {sorted(set(delta) - expected)}"
-            )
-        peft.set_peft_model_state_dict(model, delta)
-        return model
+        return set_peft_delta(model, delta, self.name)
 
     # training ---------------------------------------------------------------------------
 

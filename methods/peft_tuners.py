@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from bench.errors import UserError
-from methods._peft import HEAD_COPY, load_peft, new_modules_to_save
+from methods._peft import HEAD_COPY, load_peft, new_modules_to_save, set_peft_delta
 from methods.base import AttachData, Method, MethodConfig, ParamCounts, check_positive_int
 
 if TYPE_CHECKING:
@@ -199,16 +199,8 @@ class PeftTuner(Method):
             ) from None
 
     def load(self, backbone: nn.Module, task: TaskSpec, delta: dict[str, Tensor]) -> nn.Module:
-        peft = load_peft()
         model = self._build(backbone, task, inference_mode=True)
-        expected = set(peft.get_peft_model_state_dict(model))
-        if set(delta) != expected:
-            raise ValueError(
-                f"delta does not match {self.name}: missing {sorted(expected - set(delta))[:5]}, "
-                f"unexpected {sorted(set(delta) - expected)[:5]}"
-            )
-        peft.set_peft_model_state_dict(model, delta)
-        return model
+        return set_peft_delta(model, delta, self.name)
 
     # training -----------------------------------------------------------------------------
 
