@@ -200,6 +200,25 @@ def _check_keys(data: dict[str, Any], allowed: tuple[str, ...], where: str) -> N
         raise UserError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
 
 
+def _suite_task_names(
+    tasks: tuple[str, ...], where: str, suite_tasks: tuple[str, ...]
+) -> tuple[str, ...]:
+    """``tasks``, checked to be among the suite's own tasks."""
+    stray = [t for t in tasks if t not in suite_tasks]
+    if stray:
+        raise UserError(
+            f"{where}: task(s) {stray} are not in the suite's tasks {list(suite_tasks)}"
+        )
+    return tasks
+
+
+def _required_text(data: dict[str, Any], key: str, where: str, why: str) -> str:
+    value = data.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise UserError(f"{where}: '{key}' is required ({why})")
+    return value
+
+
 def _names(data: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
     value = data.get(key, [])
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
@@ -265,15 +284,8 @@ def _parse_setting(data: Any, where: str, suite_tasks: tuple[str, ...]) -> Setti
     if not isinstance(data, dict):
         raise UserError(f"{where} must be a mapping, got {data!r}")
     _check_keys(data, SETTING_KEYS, where)
-    source = data.get("source")
-    if not isinstance(source, str) or not source.strip():
-        raise UserError(f"{where}: 'source' is required (where the values come from)")
-    tasks = _names(data, "tasks", where)
-    stray = [t for t in tasks if t not in suite_tasks]
-    if stray:
-        raise UserError(
-            f"{where}: task(s) {stray} are not in the suite's tasks {list(suite_tasks)}"
-        )
+    source = _required_text(data, "source", where, "where the values come from")
+    tasks = _suite_task_names(_names(data, "tasks", where), where, suite_tasks)
     train = _mapping(data, "train", where)
     _check_train_keys(train, where)
     methods = _names(data, "methods", where)
@@ -313,11 +325,7 @@ def _parse_search(data: Any, where: str, suite_tasks: tuple[str, ...]) -> Search
     methods = _names(data, "methods", where) if isinstance(data, dict) else ()
     _check_methods(methods, where)
     block = parse_block(data, where, _names, _grid_keys(methods))
-    stray = [t for t in block.tasks if t not in suite_tasks]
-    if stray:
-        raise UserError(
-            f"{where}: task(s) {stray} are not in the suite's tasks {list(suite_tasks)}"
-        )
+    _suite_task_names(block.tasks, where, suite_tasks)
     return block
 
 
@@ -325,15 +333,8 @@ def _parse_exclusion(data: Any, where: str, suite_tasks: tuple[str, ...]) -> Exc
     if not isinstance(data, dict):
         raise UserError(f"{where} must be a mapping, got {data!r}")
     _check_keys(data, EXCLUDE_KEYS, where)
-    reason = data.get("reason")
-    if not isinstance(reason, str) or not reason.strip():
-        raise UserError(f"{where}: 'reason' is required (why these runs are left out)")
-    tasks = _names(data, "tasks", where)
-    stray = [t for t in tasks if t not in suite_tasks]
-    if stray:
-        raise UserError(
-            f"{where}: task(s) {stray} are not in the suite's tasks {list(suite_tasks)}"
-        )
+    reason = _required_text(data, "reason", where, "why these runs are left out")
+    tasks = _suite_task_names(_names(data, "tasks", where), where, suite_tasks)
     methods = _names(data, "methods", where)
     _check_methods(methods, where)
     return Exclusion(
