@@ -66,6 +66,16 @@ def assert_each_once(out: Path, keys: set[str]) -> None:
     assert current == dict.fromkeys(keys, records.STATUS_OK)
 
 
+def uninterrupted_record(model: Path, data: Path, tmp_path: Path, seed: int) -> dict[str, Any]:
+    """The record of the 3-epoch tiny run of ``seed``, trained serially without any fault: what
+    an interrupted and resumed run must reproduce."""
+    reference = tmp_path / "reference"
+    args = tiny_cli(model, data, reference, "--epochs", "3", "--seeds", f"{seed},")
+    assert main(args) == 0
+    (record,) = ok_records(reference).values()
+    return record
+
+
 def max_overlap(results: list[dict[str, Any]]) -> int:
     """The most runs that trained at the same moment, from their placement intervals."""
     edges = sorted(
@@ -209,12 +219,7 @@ def test_slurm_job_array_is_throttled_and_writes_one_record_per_run(
 def test_slurm_requeued_element_resumes_from_its_epoch_checkpoint(
     slurm, fast_slurm_polls, tiny_bert_dir, tiny_data_dir, tmp_path, monkeypatch
 ) -> None:
-    reference = tmp_path / "reference"
-    assert (
-        main(tiny_cli(tiny_bert_dir, tiny_data_dir, reference, "--epochs", "3", "--seeds", "13,"))
-        == 0
-    )
-    (expected,) = ok_records(reference).values()
+    expected = uninterrupted_record(tiny_bert_dir, tiny_data_dir, tmp_path, seed=13)
 
     out = tmp_path / "out"
     hung = tmp_path / "hung"  # the fault fires once: after epoch 1's checkpoint, then hangs
@@ -249,12 +254,7 @@ def test_slurm_time_limit_signal_checkpoints_and_requeues(
     # A 1-minute limit with USR2 40 s before it: the signal comes 20–50 s after the start
     # (Slurm checks time limits about every 30 s), while the element hangs after epoch 1.
     monkeypatch.setattr(slurm_executor, "SIGNAL_DELAY_S", 40)
-    reference = tmp_path / "reference"
-    assert (
-        main(tiny_cli(tiny_bert_dir, tiny_data_dir, reference, "--epochs", "3", "--seeds", "13,"))
-        == 0
-    )
-    (expected,) = ok_records(reference).values()
+    expected = uninterrupted_record(tiny_bert_dir, tiny_data_dir, tmp_path, seed=13)
 
     out = tmp_path / "out"
     hung = tmp_path / "hung"
@@ -380,12 +380,7 @@ def test_ray_cluster_spreads_runs_over_its_nodes_and_refuses_what_no_node_has(
 def test_ray_worker_node_killed_mid_run_is_retried_on_another_node(
     ray_nodes, tiny_bert_dir, tiny_data_dir, tmp_path, monkeypatch
 ) -> None:
-    reference = tmp_path / "reference"
-    assert (
-        main(tiny_cli(tiny_bert_dir, tiny_data_dir, reference, "--epochs", "3", "--seeds", "7,"))
-        == 0
-    )
-    (expected,) = ok_records(reference).values()
+    expected = uninterrupted_record(tiny_bert_dir, tiny_data_dir, tmp_path, seed=7)
 
     out = tmp_path / "out"
     hung = tmp_path / "hung"  # after epoch 1's checkpoint, on the first attempt only
