@@ -175,6 +175,19 @@ def test_bad_search_blocks_exit_2_naming_the_field_and_write_nothing(
         assert not out.exists()
 
 
+def test_sweep_refused_for_another_drivers_lock_writes_no_search_records(
+    tiny_bert_dir, tiny_data_dir, tmp_path, capsys
+) -> None:
+    from bench.sweep import output_lock
+
+    suite = _suite_file(tmp_path, TWO_POINT)
+    out = tmp_path / "out"
+    with output_lock(out):  # another sweep holds the folder
+        code = main(_run_args(suite, tiny_bert_dir, tiny_data_dir, out))
+    assert code == 2 and "another sweep" in capsys.readouterr().err
+    assert not (out / "searches").exists() and not list(out.rglob("*.json"))
+
+
 def test_suite_seeds_too_few_for_final_seeds_is_refused(tiny_bert_dir, tiny_data_dir) -> None:
     from bench.runner import PlanRequest, build_sweep
 
