@@ -245,10 +245,11 @@ def run_stages(
 ) -> tuple[list[dict[str, Any]], list[RunSpec]]:
     """Stage one (plain and search runs), then stage two (the winners' final runs of every
     complete search), each through :func:`run_sweep`; returns (records, the runs planned).
-    The search records go to ``output/searches`` first, under the output lock. A search still incomplete after stage
-    one (runs failed, or queued on Slurm with ``--no-wait``) gets its final runs from a later
-    invocation of the same command. ``impossible`` and ``rerun_stale``: see :func:`run_sweep`
-    (the final runs, planned only now, get their (method, backbone) pairs checked here)."""
+    The search records go to ``output/searches`` first, under the output lock. A search still
+    incomplete after stage one (runs failed, or queued on Slurm with ``--no-wait``) gets its
+    final runs from a later invocation of the same command. ``impossible`` and
+    ``rerun_stale``: see :func:`run_sweep` (the final runs, planned only now, get their
+    (method, backbone) pairs checked here)."""
     from bench.runner import preflight
     from bench.search import describe_searches, write_cells
 

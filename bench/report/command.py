@@ -38,7 +38,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "--results",
         default=DEFAULT_RESULTS,
         help=f"folder with runs/<key>.json records (default: {DEFAULT_RESULTS}, where `run` "
-        "writes; the shipped reference sweep is results/reference/cpu-mini)",
+        "writes; the shipped sweeps are results/reference/cpu-small and cpu-mini)",
     )
     report.add_argument(
         "--out",

@@ -1,0 +1,48 @@
+"""The shipped tuned comparison (suite cpu-small, README "Results"): its plan, and that the
+committed records and reports are complete and reproducible."""
+
+from __future__ import annotations
+
+import filecmp
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main
+from bench.suites import builtin_suites
+
+REPO = Path(__file__).resolve().parents[1]
+FINAL_SEEDS = 5
+
+
+def test_cpu_small_gives_every_method_the_same_tuning_budget() -> None:
+    suite = builtin_suites()["cpu-small"]
+    assert suite.budget == "full" and suite.seeds[:FINAL_SEEDS] == (13, 21, 42, 87, 100)
+    assert {"full_finetune", "p_tuning_v2", "peft_lora", "peft_prompt_tuning"} <= set(suite.methods)
+    for task in suite.tasks:
+        for method in suite.methods:
+            search = suite.search_for(task, method)
+            assert search is not None, (task, method)
+            assert list(search.grid) == ["lr"] and len(search.grid["lr"]) == 3, (task, method)
+            assert (search.search_seeds, search.final_seeds) == (1, FINAL_SEEDS)
+    train, _ = suite.overrides("sst2", "p_tuning_v2")
+    assert train["precision"] == "bf16" and train["group_by_length"] is True
+    assert all(len(setting.source) > 40 for setting in suite.settings)
+
+
+@pytest.mark.parametrize(
+    ("records", "report"),
+    [("results/reference/cpu-small", "reports"), ("results/reference/cpu-mini", None)],
+)
+def test_committed_reports_regenerate_byte_for_byte(tmp_path, monkeypatch, records, report) -> None:
+    """`bench report` on the committed records remakes the committed report: every table and
+    page byte for byte, every figure by name. (Figure bytes depend on the matplotlib build; they
+    matched in a fresh clone with the pinned install, see the README.)"""
+    monkeypatch.chdir(REPO)  # the report names its --results folder as given
+    committed = REPO / (report or f"{records}/report")
+    out = tmp_path / "report"
+    assert main(["report", "--results", records, "--out", str(out)]) == 0
+    made = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+    assert made == sorted(p.relative_to(committed) for p in committed.rglob("*") if p.is_file())
+    pages = [p for p in made if p.suffix in {".md", ".csv", ".tex"}]
+    assert pages and all(filecmp.cmp(out / p, committed / p, shallow=False) for p in pages)
