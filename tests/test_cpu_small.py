@@ -1,5 +1,5 @@
 """The shipped tuned comparison (suite cpu-small, README "Results"): its plan, and that the
-committed records and reports are complete and reproducible."""
+committed reports regenerate from the committed records."""
 
 from __future__ import annotations
 
@@ -36,8 +36,8 @@ def test_cpu_small_gives_every_method_the_same_tuning_budget() -> None:
 )
 def test_committed_reports_regenerate_byte_for_byte(tmp_path, monkeypatch, records, report) -> None:
     """`bench report` on the committed records remakes the committed report: every table and
-    page byte for byte, every figure by name. (Figure bytes depend on the matplotlib build; they
-    matched in a fresh clone with the pinned install, see the README.)"""
+    page byte for byte, every figure by name. (Figure bytes depend on the matplotlib build; on
+    the machine that made them they matched too, docs/results.md.)"""
     monkeypatch.chdir(REPO)  # the report names its --results folder as given
     committed = REPO / (report or f"{records}/report")
     out = tmp_path / "report"
