@@ -46,3 +46,14 @@ def test_committed_reports_regenerate_byte_for_byte(tmp_path, monkeypatch, recor
     assert made == sorted(p.relative_to(committed) for p in committed.rglob("*") if p.is_file())
     pages = [p for p in made if p.suffix in {".md", ".csv", ".tex"}]
     assert pages and all(filecmp.cmp(out / p, committed / p, shallow=False) for p in pages)
+
+
+def test_committed_cpu_small_records_are_complete(shared_data, capsys) -> None:
+    """A fresh clone's dry run finds every search and final run of the suite already done."""
+    records = REPO / "results/reference/cpu-small"
+    args = ["run", "--suite", "cpu-small", "--data-dir", str(shared_data), "--dry-run"]
+    assert main([*args, "--output", str(records)]) == 0
+    out = capsys.readouterr().out
+    assert "waiting" not in out and "still to plan" not in out, out
+    planned = [line for line in out.splitlines() if "runs planned" in line]
+    assert planned and planned[-1].split(";")[1].strip() == "0 to run", planned
