@@ -27,6 +27,8 @@ def test_cpu_small_gives_every_method_the_same_tuning_budget() -> None:
             assert (search.search_seeds, search.final_seeds) == (1, FINAL_SEEDS)
     train, _ = suite.overrides("sst2", "p_tuning_v2")
     assert train["precision"] == "bf16" and train["group_by_length"] is True
+    wic, _ = suite.overrides("wic", "full_finetune")  # the official BERT input (run_wic_bert.sh)
+    assert wic["input_format"] == "wic_pair" and wic["max_train_samples"] == 4500
     assert all(len(setting.source) > 40 for setting in suite.settings)
 
 
