@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 from bench.errors import UserError
 
 if TYPE_CHECKING:
-    from bench.runner import PlanRequest
+    from bench.config import RunSpec
+    from bench.runner import PlanRequest, SweepPlan
 
 DEFAULT_BACKBONE = "roberta-base"
 DEFAULT_OUTPUT = "runs"  # git-ignored; shipped results live in results/reference/
@@ -647,6 +648,8 @@ def command_run(args: argparse.Namespace) -> int:
         for check in checks.values():
             print(f"  {check.line}")
         print(f"\n{describe_counts(selection, len(plan))}; records go to {output}/runs/")
+        if suite.reference:
+            print(_reference_counts(Path(suite.reference), output, sweep, stage_one))
         refused = {(r.method, r.backbone, impossible[r.key]) for r in plan if r.key in impossible}
         for method, backbone, reason in sorted(refused):
             print(
@@ -737,6 +740,26 @@ def command_run(args: argparse.Namespace) -> int:
         report = make_report(output)
     print(closing_summary(results, len(plan), output, report, time.monotonic() - started))
     return 1 if failed else 0
+
+
+def _reference_counts(
+    reference: Path, output: Path, sweep: SweepPlan, stage_one: list[RunSpec]
+) -> str:
+    """How much of the plan the suite's shipped records hold, for a dry run into another folder."""
+    from bench.sweep import describe_counts, select_runs
+
+    if reference.resolve() == output.resolve():
+        return f"these are the suite's shipped records ({reference})"
+    if not (reference / "runs").is_dir():
+        return f"the suite's shipped records ({reference}) are not here; run from the repo root"
+    keys = {run.key for run in stage_one}
+    plan = stage_one + [run for run in sweep.finals(reference) if run.key not in keys]
+    unfinished = any(not state.complete for state in sweep.states(reference))
+    counts = describe_counts(select_runs(plan, reference), len(plan))
+    return (
+        f"in the suite's shipped records ({reference}): {counts}"
+        f"{' (searches unfinished there)' if unfinished else ''}; --output {reference} uses them"
+    )
 
 
 def closing_summary(

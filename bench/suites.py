@@ -11,6 +11,9 @@ file is a mapping with these keys (only ``tasks`` is required)::
     backbones: [minilm]           # default: --backbone
     budget: smoke                 # optional: smoke or full (BUDGETS; claim verdicts need
                                   # a non-smoke suite); not the search block's point budget
+    reference: results/reference/cpu-mini   # optional: the folder of the suite's shipped
+                                  # records (from the working directory); a dry run into
+                                  # another --output also counts the plan's runs done there
     train: {epochs: 3}            # training overrides for every run
     settings:                     # applied in order, later entries win; CLI flags win over all
       - source: "where these values come from (paper, script, measurement)"
@@ -69,6 +72,7 @@ SUITE_KEYS = (
     "exclude",
     "search",
     "budget",
+    "reference",
 )
 BUDGETS = {
     "smoke": "checks that every run works end to end; too small to judge claims: the report "
@@ -160,6 +164,10 @@ class Suite:
     search: tuple[SearchBlock, ...] = ()
     budget: str | None = field(
         default=None, metadata={"help": "Budget marker, one of BUDGETS; None: not marked."}
+    )
+    reference: str | None = field(
+        default=None,
+        metadata={"help": "Folder of the suite's shipped records, from the working directory."},
     )
 
     def __post_init__(self) -> None:
@@ -396,6 +404,7 @@ def parse_suite(data: Any, source: str) -> Suite:
         exclude=tuple(exclude),
         search=search,
         budget=None if data.get("budget") is None else str(data["budget"]),
+        reference=None if data.get("reference") is None else str(data["reference"]),
     )
 
 

@@ -50,12 +50,20 @@ def test_committed_reports_regenerate_byte_for_byte(tmp_path, monkeypatch, recor
     assert pages and all(filecmp.cmp(out / p, committed / p, shallow=False) for p in pages)
 
 
-def test_committed_cpu_small_records_are_complete(shared_data, capsys) -> None:
-    """A fresh clone's dry run finds every search and final run of the suite already done."""
-    records = REPO / "results/reference/cpu-small"
+def test_committed_cpu_small_records_are_complete(
+    shared_data, tmp_path, monkeypatch, capsys
+) -> None:
+    """A fresh clone's dry run (records to an empty runs/) finds every search and final run of
+    the suite in its shipped records, and so does a dry run into them."""
+    monkeypatch.chdir(REPO)  # the suite names its shipped records from the repository root
     args = ["run", "--suite", "cpu-small", "--data-dir", str(shared_data), "--dry-run"]
-    assert main([*args, "--output", str(records)]) == 0
+    assert main([*args, "--output", str(tmp_path / "runs")]) == 0
+    shipped = [line for line in capsys.readouterr().out.splitlines() if "shipped records" in line]
+    assert len(shipped) == 1 and "unfinished" not in shipped[0], shipped
+    suite = builtin_suites()["cpu-small"]
+    planned = len(suite.tasks) * len(suite.methods) * (3 + FINAL_SEEDS - 1)  # seed 13 is shared
+    assert f"{planned} runs planned, {planned} already done; 0 to run;" in shipped[0]
+    assert main([*args, "--output", "results/reference/cpu-small"]) == 0
     out = capsys.readouterr().out
     assert "waiting" not in out and "still to plan" not in out, out
-    planned = [line for line in out.splitlines() if "runs planned" in line]
-    assert planned and planned[-1].split(";")[1].strip() == "0 to run", planned
+    assert f"{planned} runs planned, {planned} already done; 0 to run" in out

@@ -163,6 +163,27 @@ def test_dry_run_of_glue_needs_no_network(capsys) -> None:
     assert f"{total} runs planned, 0 already done; {total} to run" in out
 
 
+def test_dry_run_counts_the_suites_shipped_records(
+    tiny_bert_dir, tiny_data_dir, tmp_path, capsys
+) -> None:
+    """A suite's `reference` folder: a dry run into another --output says how much of the plan
+    is already there (how a fresh clone sees the committed cpu-small records)."""
+    shipped, fresh, suite = tmp_path / "shipped", tmp_path / "fresh", tmp_path / "mine.yaml"
+    suite.write_text(f"tasks: [sst2]\nseeds: [13, 21]\nreference: {shipped}\n")
+
+    def run(out: Path, *extra: str) -> str:
+        assert main([*_cli(tiny_bert_dir, tiny_data_dir, out, *extra), "--suite", str(suite)]) == 0
+        return capsys.readouterr().out
+
+    run(shipped, "--seeds", "13,")  # one of the suite's two runs is shipped
+    text = run(fresh, "--dry-run")
+    assert "2 runs planned, 0 already done; 2 to run; records go to" in text
+    assert f"shipped records ({shipped}): 2 runs planned, 1 already done; 1 to run;" in text
+    assert f"these are the suite's shipped records ({shipped})" in run(shipped, "--dry-run")
+    suite.write_text(f"tasks: [sst2]\nreference: {tmp_path / 'gone'}\n")
+    assert "are not here; run from the repo root" in run(fresh, "--dry-run")
+
+
 # --- resumable sweeps ------------------------------------------------------------------------
 
 
