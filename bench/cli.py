@@ -600,8 +600,7 @@ def command_run(args: argparse.Namespace) -> int:
         raise _with_offline_route(error, request) from None
     output = Path(args.output)
     stage_one = sweep.stage_one()
-    stage_one_keys = {run.key for run in stage_one}
-    finals = [r for r in sweep.finals(output) if r.key not in stage_one_keys]
+    finals = _finals_beyond(stage_one, sweep, output)
     plan = stage_one + finals
     selection = select_runs(
         plan, output, args.rerun_failed, args.force, args.save_delta, rerun_stale=args.rerun_stale
@@ -742,6 +741,12 @@ def command_run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _finals_beyond(stage_one: list[RunSpec], sweep: SweepPlan, folder: Path) -> list[RunSpec]:
+    """The final runs that the searches recorded in ``folder`` decide, less those in stage one."""
+    keys = {run.key for run in stage_one}
+    return [run for run in sweep.finals(folder) if run.key not in keys]
+
+
 def _reference_counts(
     reference: Path, output: Path, sweep: SweepPlan, stage_one: list[RunSpec]
 ) -> str:
@@ -752,8 +757,7 @@ def _reference_counts(
         return f"these are the suite's shipped records ({reference})"
     if not (reference / "runs").is_dir():
         return f"the suite's shipped records ({reference}) are not here; run from the repo root"
-    keys = {run.key for run in stage_one}
-    plan = stage_one + [run for run in sweep.finals(reference) if run.key not in keys]
+    plan = stage_one + _finals_beyond(stage_one, sweep, reference)
     unfinished = any(not state.complete for state in sweep.states(reference))
     counts = describe_counts(select_runs(plan, reference), len(plan))
     return (
