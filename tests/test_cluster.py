@@ -161,8 +161,18 @@ def job_field(job_id: str, field: str) -> str:
     raise AssertionError(f"scontrol shows no {field} for job {job_id}")
 
 
+def start_held_requeue(job_id: str, *updates: str) -> None:
+    """Start a requeued job now instead of after Slurm's two-minute hold (``BeginTime``).
+
+    Not in the second of the requeue: slurmd revokes the old attempt's credential with one-second
+    resolution and refuses a new one issued in that same second ("already killed, do not launch
+    batch job"), which fails the job. Two seconds' pause makes the release safe."""
+    time.sleep(2.0)
+    scontrol("update", f"JobId={job_id}", *updates, "StartTime=now")
+
+
 def release_when_requeued(job_id: str, restarts: int = 1) -> None:
-    """Slurm holds a requeued job for about two minutes (``BeginTime``); start it now."""
+    """Wait until ``job_id`` is requeued and held, then start it now."""
     wait_for(
         lambda: (
             int(job_field(job_id, "Restarts")) >= restarts
@@ -170,7 +180,23 @@ def release_when_requeued(job_id: str, restarts: int = 1) -> None:
         ),
         f"job {job_id} to be requeued",
     )
-    scontrol("update", f"JobId={job_id}", "StartTime=now")
+    start_held_requeue(job_id)
+
+
+def wait_for_hang_releasing_early_requeues(job_id: str, hung: Path) -> None:
+    """Wait until the element finishes epoch 1 and hangs (``hung`` exists). On a slow or loaded
+    machine the time limit's signal may come before epoch 1 ends: submitit then requeues the
+    element, which restarts from scratch (no checkpoint yet); start each such requeue at once,
+    keeping the 1-minute limit."""
+
+    def hung_or_released() -> bool:
+        if hung.exists():
+            return True
+        if job_field(job_id, "Reason") == "BeginTime":
+            start_held_requeue(job_id)
+        return False
+
+    wait_for(hung_or_released, "the element to finish epoch 1 and hang", timeout=360.0)
 
 
 def release_requeues_until(job_id: str, done: Callable[[], bool]) -> int:
@@ -181,7 +207,7 @@ def release_requeues_until(job_id: str, done: Callable[[], bool]) -> int:
         if done():
             return True
         if job_field(job_id, "Reason") == "BeginTime":
-            scontrol("update", f"JobId={job_id}", "TimeLimit=10", "StartTime=now")
+            start_held_requeue(job_id, "TimeLimit=10")
         return False
 
     wait_for(finished_or_released, f"job {job_id} to write its record")
@@ -266,7 +292,7 @@ def test_slurm_time_limit_signal_checkpoints_and_requeues(
     )
     assert main([*args, "--no-wait"]) == 0
     (job_id,) = ledger(out).values()
-    wait_for(hung.exists, "the element to finish epoch 1 and hang")
+    wait_for_hang_releasing_early_requeues(job_id, hung)
     # submitit's USR2 handler requeues it; a slow restart may get the signal again
     assert release_requeues_until(job_id, lambda: bool(ok_records(out))) >= 1
     assert main(args) == 0
