@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -847,12 +848,16 @@ def test_export_then_load_in_a_fresh_process_reproduces_logits(tmp_path: Path) -
     (tmp_path / "cases.json").write_text(json.dumps(cases))
     script = tmp_path / "reload.py"
     script.write_text(RELOAD_SCRIPT)
+    repo = Path(__file__).resolve().parents[1]
+    # the fresh process imports this checkout, whatever an editable install points at
+    path = os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")]))
     result = subprocess.run(
         [sys.executable, str(script), str(tmp_path / "cases.json")],
         capture_output=True,
         text=True,
         timeout=120,
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=repo,
+        env={**os.environ, "PYTHONPATH": path},
     )
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
