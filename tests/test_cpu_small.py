@@ -34,7 +34,11 @@ def test_cpu_small_gives_every_method_the_same_tuning_budget() -> None:
 
 @pytest.mark.parametrize(
     ("records", "report"),
-    [("results/reference/cpu-small", "reports"), ("results/reference/cpu-mini", None)],
+    [
+        ("results/reference/cpu-small", "reports"),
+        ("results/reference/cpu-mini", None),
+        ("results/reference/cpu-small-edge", None),
+    ],
 )
 def test_committed_reports_regenerate_byte_for_byte(tmp_path, monkeypatch, records, report) -> None:
     """`bench report` on the committed records remakes the committed report: every table and
@@ -50,20 +54,40 @@ def test_committed_reports_regenerate_byte_for_byte(tmp_path, monkeypatch, recor
     assert pages and all(filecmp.cmp(out / p, committed / p, shallow=False) for p in pages)
 
 
-def test_committed_cpu_small_records_are_complete(
-    shared_data, tmp_path, monkeypatch, capsys
-) -> None:
+def test_the_edge_check_repeats_cpu_small_with_wider_grids() -> None:
+    """cpu-small-edge reuses cpu-small's runs: same tasks, seeds and settings in every cell it
+    shares, and grids that contain cpu-small's, with P-Tuning v2's widened past its top."""
+    small, edge = builtin_suites()["cpu-small"], builtin_suites()["cpu-small-edge"]
+    assert edge.tasks == small.tasks and edge.seeds == small.seeds
+    assert set(edge.methods) == {"full_finetune", "p_tuning_v2"}
+    for task in edge.tasks:
+        for method in edge.methods:
+            assert edge.overrides(task, method) == small.overrides(task, method), (task, method)
+            wide, narrow = edge.search_for(task, method), small.search_for(task, method)
+            assert set(narrow.grid["lr"]) <= set(wide.grid["lr"]), (task, method)
+            assert (wide.search_seeds, wide.final_seeds) == (1, FINAL_SEEDS)
+        assert max(edge.search_for(task, "p_tuning_v2").grid["lr"]) > max(
+            small.search_for(task, "p_tuning_v2").grid["lr"]
+        )
+
+
+@pytest.mark.parametrize("name", ["cpu-small", "cpu-small-edge"])
+def test_committed_records_are_complete(shared_data, tmp_path, monkeypatch, capsys, name) -> None:
     """A fresh clone's dry run (records to an empty runs/) finds every search and final run of
     the suite in its shipped records, and so does a dry run into them."""
     monkeypatch.chdir(REPO)  # the suite names its shipped records from the repository root
-    args = ["run", "--suite", "cpu-small", "--data-dir", str(shared_data), "--dry-run"]
+    suite = builtin_suites()[name]
+    args = ["run", "--suite", name, "--data-dir", str(shared_data), "--dry-run"]
     assert main([*args, "--output", str(tmp_path / "runs")]) == 0
     shipped = [line for line in capsys.readouterr().out.splitlines() if "shipped records" in line]
     assert len(shipped) == 1 and "unfinished" not in shipped[0], shipped
-    suite = builtin_suites()["cpu-small"]
-    planned = len(suite.tasks) * len(suite.methods) * (3 + FINAL_SEEDS - 1)  # seed 13 is shared
+    planned = sum(  # the winner's search seed is one of its final seeds
+        len(suite.search_for(task, method).grid["lr"]) + FINAL_SEEDS - 1
+        for task in suite.tasks
+        for method in suite.methods
+    )
     assert f"{planned} runs planned, {planned} already done; 0 to run;" in shipped[0]
-    assert main([*args, "--output", "results/reference/cpu-small"]) == 0
+    assert main([*args, "--output", suite.reference]) == 0
     out = capsys.readouterr().out
     assert "waiting" not in out and "still to plan" not in out, out
     assert f"{planned} runs planned, {planned} already done; 0 to run" in out
