@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from bench.config import RunSpec
 from bench.runner import PlanRequest, build_plan
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def checkout_pythonpath() -> str:
+    """``PYTHONPATH`` for a fresh process that must import this checkout's code, whatever an
+    editable install points at."""
+    return os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
 
 
 def tiny_plan(

@@ -29,7 +29,7 @@ import pytest
 from bench import records
 from bench.cli import main
 
-from helpers import tiny_cli, tiny_plan
+from helpers import checkout_pythonpath, tiny_cli, tiny_plan
 
 REPO = Path(__file__).resolve().parents[1]
 SLURM_SCRIPT = REPO / "scripts" / "slurm-local.sh"
@@ -124,8 +124,7 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     subprocess.run(["bash", str(SLURM_SCRIPT), "start"], env=env, check=True, timeout=120)
     extra = {
         "SLURM_CONF": str(state / "slurm.conf"),
-        # jobs import this checkout's code, whatever the editable install points at
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        "PYTHONPATH": checkout_pythonpath(),  # jobs import this checkout's code
     }
     saved = {name: os.environ.get(name) for name in extra}
     os.environ.update(extra)

@@ -25,6 +25,8 @@ from methods import AttachData, build_method
 from methods._prompting import supported_placements
 from tasks import get_task
 
+from helpers import checkout_pythonpath
+
 D, LAYERS, HEADS, KV_HEADS, M, VOCAB = 32, 2, 4, 2, 4, 100
 TASKS = {"classification": "sst2", "regression": "stsb", "token_classification": "conll2003"}
 NUM_LABELS = {"classification": 2, "regression": 1, "token_classification": 9}
@@ -848,16 +850,13 @@ def test_export_then_load_in_a_fresh_process_reproduces_logits(tmp_path: Path) -
     (tmp_path / "cases.json").write_text(json.dumps(cases))
     script = tmp_path / "reload.py"
     script.write_text(RELOAD_SCRIPT)
-    repo = Path(__file__).resolve().parents[1]
-    # the fresh process imports this checkout, whatever an editable install points at
-    path = os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")]))
     result = subprocess.run(
         [sys.executable, str(script), str(tmp_path / "cases.json")],
         capture_output=True,
         text=True,
         timeout=120,
-        cwd=repo,
-        env={**os.environ, "PYTHONPATH": path},
+        cwd=Path(__file__).resolve().parents[1],
+        env={**os.environ, "PYTHONPATH": checkout_pythonpath()},
     )
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
